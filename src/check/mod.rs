@@ -1,0 +1,535 @@
+//! AST → checked program: names resolved to ids, indices made affine, every
+//! index range inferred and every tensor shape known.
+//!
+//! Tensors are versioned: a statement with `=`, `max=` or `min=` creates a
+//! new version of its output's name, so `X[i] = X[i] * 2` reads the old `X`
+//! and writes a new one. `+=` accumulates into the latest version (into a
+//! copy when that version is a caller's input).
+
+mod ranges;
+
+use crate::affine::{Affine, Var};
+use crate::error::{Error, ErrorKind, Result, Span};
+use crate::syntax::ast::{self, AssignOp, BinOp, Func, IndexExpr};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// Largest number of elements a tensor may have (4 Gi elements, 16 GiB of f32).
+pub const MAX_ELEMENTS: u64 = 1 << 32;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(pub u32);
+
+impl TensorId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Where a tensor's contents come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Given by the caller.
+    Input,
+    /// Written by the statement with this index.
+    Statement(usize),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub origin: Origin,
+}
+
+/// How a statement's output starts before its contributions are combined in.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// Filled with the operator's identity (`=`, `max=`, `min=`).
+    Identity,
+    /// A copy of another version (`+=` into a caller's input).
+    CopyOf(TensorId),
+    /// Accumulate into what an earlier statement wrote (`+=`).
+    Existing,
+}
+
+/// How contributions to one output element combine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Combine {
+    Sum,
+    Max,
+    Min,
+}
+
+impl Combine {
+    pub fn identity(self) -> f32 {
+        match self {
+            Combine::Sum => 0.0,
+            Combine::Max => f32::NEG_INFINITY,
+            Combine::Min => f32::INFINITY,
+        }
+    }
+
+    pub fn apply(self, acc: f32, x: f32) -> f32 {
+        match self {
+            Combine::Sum => acc + x,
+            Combine::Max => acc.max(x),
+            Combine::Min => acc.min(x),
+        }
+    }
+}
+
+/// How an index variable got its range; shown in dumps so that padding is visible.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RangeSource {
+    /// A `where` clause. `valid` is the range that keeps every access in
+    /// bounds, when it differs: the excess is zero (identity) padding.
+    Where { valid: Option<(i64, i64)> },
+    /// The whole index of a tensor dimension.
+    Dimension { tensor: String, dim: usize },
+    /// The largest range keeping every access in bounds (Tensor Comprehensions' rule).
+    Inferred,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct IndexVar {
+    pub name: String,
+    pub lo: i64,
+    pub hi: i64,
+    /// Absent from the left-hand side, so summed (or maxed, minned) over.
+    pub reduced: bool,
+    pub source: RangeSource,
+    pub span: Span,
+}
+
+/// `tensor[index...]` with affine indices over the statement's variables.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Access {
+    pub tensor: TensorId,
+    pub index: Vec<Affine>,
+    pub span: Span,
+}
+
+/// A checked right-hand side.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    Const(f32),
+    Read(Access),
+    Neg(Box<Expr>),
+    Binary(BinOp, Box<Expr>, Box<Expr>),
+    Call(Func, Vec<Expr>),
+}
+
+impl Expr {
+    /// Every read, left to right.
+    pub fn reads(&self) -> Vec<&Access> {
+        let mut out = Vec::new();
+        fn walk<'a>(e: &'a Expr, out: &mut Vec<&'a Access>) {
+            match e {
+                Expr::Const(_) => {}
+                Expr::Read(a) => out.push(a),
+                Expr::Neg(x) => walk(x, out),
+                Expr::Binary(_, a, b) => {
+                    walk(a, out);
+                    walk(b, out);
+                }
+                Expr::Call(_, args) => args.iter().for_each(|a| walk(a, out)),
+            }
+        }
+        walk(self, &mut out);
+        out
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Statement {
+    /// Indexed by `Var`: variable `Var(n)` is `vars[n]`.
+    pub vars: Vec<IndexVar>,
+    pub lhs: Access,
+    pub combine: Combine,
+    pub init: Init,
+    pub rhs: Expr,
+    pub op: AssignOp,
+    pub span: Span,
+}
+
+impl Statement {
+    pub fn var_name(&self, v: Var) -> String {
+        self.vars[v.index()].name.clone()
+    }
+
+    /// Every access of the statement: the write, then the reads.
+    pub fn accesses(&self) -> Vec<&Access> {
+        let mut all = vec![&self.lhs];
+        all.extend(self.rhs.reads());
+        all
+    }
+}
+
+/// A checked program: every tensor version with its shape, every statement resolved.
+#[derive(Clone, Debug)]
+pub struct Program {
+    pub tensors: Vec<Tensor>,
+    pub statements: Vec<Statement>,
+    pub source: Arc<str>,
+}
+
+impl Program {
+    pub fn tensor(&self, id: TensorId) -> &Tensor {
+        &self.tensors[id.index()]
+    }
+
+    /// The input tensors, in order of first use.
+    pub fn inputs(&self) -> impl Iterator<Item = TensorId> + '_ {
+        (0..self.tensors.len())
+            .map(|i| TensorId(i as u32))
+            .filter(|&t| self.tensor(t).origin == Origin::Input)
+    }
+
+    /// The final version of every name that a statement writes: what a run returns.
+    pub fn outputs(&self) -> Vec<TensorId> {
+        let mut last: Vec<(String, TensorId)> = Vec::new();
+        for st in &self.statements {
+            let name = &self.tensor(st.lhs.tensor).name;
+            match last.iter_mut().find(|(n, _)| n == name) {
+                Some(entry) => entry.1 = st.lhs.tensor,
+                None => last.push((name.clone(), st.lhs.tensor)),
+            }
+        }
+        last.into_iter().map(|(_, t)| t).collect()
+    }
+}
+
+/// Check a parsed program against the shapes of its inputs.
+pub fn check(
+    program: &ast::Program,
+    source: Arc<str>,
+    input_shapes: &HashMap<String, Vec<usize>>,
+) -> Result<Program> {
+    let mut checker = Checker {
+        tensors: Vec::new(),
+        latest: HashMap::new(),
+        input_shapes,
+    };
+    let mut statements = Vec::new();
+    for (n, st) in program.statements.iter().enumerate() {
+        statements.push(checker.statement(st, n)?);
+    }
+    Ok(Program {
+        tensors: checker.tensors,
+        statements,
+        source,
+    })
+}
+
+struct Checker<'a> {
+    tensors: Vec<Tensor>,
+    /// Name → its latest version.
+    latest: HashMap<String, TensorId>,
+    input_shapes: &'a HashMap<String, Vec<usize>>,
+}
+
+impl Checker<'_> {
+    fn add_tensor(&mut self, name: &str, shape: Vec<usize>, origin: Origin) -> TensorId {
+        let id = TensorId(self.tensors.len() as u32);
+        self.tensors.push(Tensor {
+            name: name.to_string(),
+            shape,
+            origin,
+        });
+        self.latest.insert(name.to_string(), id);
+        id
+    }
+
+    /// The latest version of `name`, registering it as an input on first use.
+    fn lookup(&mut self, name: &ast::Ident) -> Result<TensorId> {
+        if let Some(&id) = self.latest.get(&name.name) {
+            return Ok(id);
+        }
+        let shape = self
+            .input_shapes
+            .get(&name.name)
+            .ok_or_else(|| Error::new(ErrorKind::UnknownTensor(name.name.clone()), name.span))?
+            .clone();
+        check_size(&name.name, &shape, name.span)?;
+        Ok(self.add_tensor(&name.name, shape, Origin::Input))
+    }
+
+    fn statement(&mut self, st: &ast::Statement, index: usize) -> Result<Statement> {
+        let mut vars = VarTable::default();
+        // Variables in order of first appearance: left-hand side first.
+        let lhs_index = st
+            .lhs
+            .indices
+            .iter()
+            .map(|e| affine(e, &mut vars))
+            .collect::<Result<Vec<_>>>()?;
+        let n_lhs_vars = vars.names.len();
+        let rhs = self.expr(&st.rhs, &mut vars)?;
+        let mut reads: Vec<Access> = rhs.reads().into_iter().cloned().collect();
+
+        // The output: `+=` needs the existing tensor; the others make a new version.
+        let lhs_span = st.lhs.span;
+        let existing = match st.op {
+            AssignOp::AddAssign => {
+                let id = self.latest.get(&st.lhs.tensor.name).copied();
+                let id = match id {
+                    Some(id) => id,
+                    None if self.input_shapes.contains_key(&st.lhs.tensor.name) => {
+                        self.lookup(&st.lhs.tensor)?
+                    }
+                    None => {
+                        return Err(Error::new(
+                            ErrorKind::AccumulateMissing(st.lhs.tensor.name.clone()),
+                            st.lhs.tensor.span,
+                        ))
+                    }
+                };
+                let shape = &self.tensors[id.index()].shape;
+                if shape.len() != lhs_index.len() {
+                    return Err(Error::new(
+                        ErrorKind::AccumulateShape {
+                            tensor: st.lhs.tensor.name.clone(),
+                            existing: shape.clone(),
+                            got: lhs_index.len(),
+                        },
+                        lhs_span,
+                    ));
+                }
+                Some(id)
+            }
+            _ => None,
+        };
+        // For range inference the existing output of `+=` constrains like an input.
+        if let Some(id) = existing {
+            reads.push(Access {
+                tensor: id,
+                index: lhs_index.clone(),
+                span: lhs_span,
+            });
+        }
+        let shape_of = |t: TensorId| self.tensors[t.index()].shape.clone();
+        let ranges = ranges::infer(st, &vars, n_lhs_vars, &reads, &shape_of, &self.tensors)?;
+
+        let index_vars: Vec<IndexVar> = vars
+            .names
+            .iter()
+            .zip(vars.spans.iter())
+            .zip(ranges)
+            .enumerate()
+            .map(|(n, ((name, &span), (lo, hi, source)))| IndexVar {
+                name: name.clone(),
+                lo,
+                hi,
+                reduced: n >= n_lhs_vars,
+                source,
+                span,
+            })
+            .collect();
+
+        let (lhs_tensor, init) = match existing {
+            Some(id) if self.tensors[id.index()].origin == Origin::Input => {
+                let shape = shape_of(id);
+                let copy = self.add_tensor(&st.lhs.tensor.name, shape, Origin::Statement(index));
+                (copy, Init::CopyOf(id))
+            }
+            Some(id) => (id, Init::Existing),
+            None => {
+                let shape = output_shape(&st.lhs.tensor.name, &lhs_index, &index_vars, lhs_span)?;
+                let id = self.add_tensor(&st.lhs.tensor.name, shape, Origin::Statement(index));
+                (id, Init::Identity)
+            }
+        };
+        let combine = match st.op {
+            AssignOp::Assign | AssignOp::AddAssign => Combine::Sum,
+            AssignOp::MaxAssign => Combine::Max,
+            AssignOp::MinAssign => Combine::Min,
+        };
+        Ok(Statement {
+            vars: index_vars,
+            lhs: Access {
+                tensor: lhs_tensor,
+                index: lhs_index,
+                span: lhs_span,
+            },
+            combine,
+            init,
+            rhs,
+            op: st.op,
+            span: st.span,
+        })
+    }
+
+    fn expr(&mut self, e: &ast::Expr, vars: &mut VarTable) -> Result<Expr> {
+        Ok(match e {
+            ast::Expr::Num(v, _) => Expr::Const(*v as f32),
+            ast::Expr::Access(a) => {
+                let tensor = self.lookup(&a.tensor)?;
+                let rank = self.tensors[tensor.index()].shape.len();
+                if rank != a.indices.len() {
+                    return Err(Error::new(
+                        ErrorKind::WrongIndexCount {
+                            tensor: a.tensor.name.clone(),
+                            expected: rank,
+                            got: a.indices.len(),
+                        },
+                        a.span,
+                    ));
+                }
+                let index = a
+                    .indices
+                    .iter()
+                    .map(|e| affine(e, vars))
+                    .collect::<Result<Vec<_>>>()?;
+                Expr::Read(Access {
+                    tensor,
+                    index,
+                    span: a.span,
+                })
+            }
+            ast::Expr::Neg(x, _) => Expr::Neg(Box::new(self.expr(x, vars)?)),
+            ast::Expr::Binary(op, a, b, _) => Expr::Binary(
+                *op,
+                Box::new(self.expr(a, vars)?),
+                Box::new(self.expr(b, vars)?),
+            ),
+            ast::Expr::Call(f, args, _) => Expr::Call(
+                *f,
+                args.iter()
+                    .map(|a| self.expr(a, vars))
+                    .collect::<Result<_>>()?,
+            ),
+        })
+    }
+}
+
+/// Index variable names → ids, in order of first appearance.
+#[derive(Default)]
+pub(crate) struct VarTable {
+    pub names: Vec<String>,
+    pub spans: Vec<Span>,
+}
+
+impl VarTable {
+    fn get_or_add(&mut self, id: &ast::Ident) -> Var {
+        match self.names.iter().position(|n| *n == id.name) {
+            Some(p) => Var(p as u32),
+            None => {
+                self.names.push(id.name.clone());
+                self.spans.push(id.span);
+                Var(self.names.len() as u32 - 1)
+            }
+        }
+    }
+
+    pub fn find(&self, name: &str) -> Option<Var> {
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|p| Var(p as u32))
+    }
+}
+
+/// An index expression as an affine form, or a non-affine / overflow error.
+fn affine(e: &IndexExpr, vars: &mut VarTable) -> Result<Affine> {
+    let overflow = || Error::new(ErrorKind::IndexOverflow, e.span());
+    Ok(match e {
+        IndexExpr::Int(v, _) => Affine::constant(*v),
+        IndexExpr::Var(id) => Affine::var(vars.get_or_add(id)),
+        IndexExpr::Neg(x, _) => affine(x, vars)?.checked_scale(-1).ok_or_else(overflow)?,
+        IndexExpr::Add(a, b, _) => affine(a, vars)?
+            .checked_add(&affine(b, vars)?)
+            .ok_or_else(overflow)?,
+        IndexExpr::Sub(a, b, _) => affine(a, vars)?
+            .add_scaled(&affine(b, vars)?, -1)
+            .ok_or_else(overflow)?,
+        IndexExpr::Mul(a, b, span) => {
+            let (x, y) = (affine(a, vars)?, affine(b, vars)?);
+            let (k, other) = match (x.is_constant(), y.is_constant()) {
+                (true, _) => (x.constant, y),
+                (_, true) => (y.constant, x),
+                _ => return Err(Error::new(ErrorKind::NonAffine(describe_index(e)), *span)),
+            };
+            other.checked_scale(k).ok_or_else(overflow)?
+        }
+    })
+}
+
+/// A constant integer expression (a `where` bound).
+pub(crate) fn constant(e: &IndexExpr) -> Result<i64> {
+    let mut no_vars = VarTable::default();
+    let a = affine(e, &mut no_vars)?;
+    if !a.is_constant() {
+        return Err(Error::new(ErrorKind::NonConstantBound, e.span()));
+    }
+    Ok(a.constant)
+}
+
+fn describe_index(e: &IndexExpr) -> String {
+    match e {
+        IndexExpr::Int(v, _) => v.to_string(),
+        IndexExpr::Var(id) => id.name.clone(),
+        IndexExpr::Neg(x, _) => format!("-{}", describe_index(x)),
+        IndexExpr::Add(a, b, _) => format!("{} + {}", describe_index(a), describe_index(b)),
+        IndexExpr::Sub(a, b, _) => format!("{} - {}", describe_index(a), describe_index(b)),
+        IndexExpr::Mul(a, b, _) => {
+            let wrap = |x: &IndexExpr| match x {
+                IndexExpr::Add(..) | IndexExpr::Sub(..) => format!("({})", describe_index(x)),
+                _ => describe_index(x),
+            };
+            format!("{}*{}", wrap(a), wrap(b))
+        }
+    }
+}
+
+/// The shape an `=` statement creates: each dimension `0..max+1` of its index
+/// over the variables' ranges.
+fn output_shape(name: &str, index: &[Affine], vars: &[IndexVar], span: Span) -> Result<Vec<usize>> {
+    let mut shape = Vec::new();
+    for e in index {
+        let (_, max) = e
+            .bounds_over(&|v| (vars[v.index()].lo, vars[v.index()].hi))
+            .ok_or_else(|| Error::new(ErrorKind::IndexOverflow, span))?;
+        if max < 0 {
+            return Err(Error::new(ErrorKind::EmptyOutput(name.to_string()), span));
+        }
+        let extent = usize::try_from(max as u64 + 1)
+            .map_err(|_| Error::new(ErrorKind::IndexOverflow, span))?;
+        shape.push(extent);
+    }
+    check_size(name, &shape, span)?;
+    Ok(shape)
+}
+
+/// Refuse shapes whose element count overflows or exceeds [`MAX_ELEMENTS`].
+pub(crate) fn check_size(name: &str, shape: &[usize], span: Span) -> Result<()> {
+    let count = shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64));
+    let why = match count {
+        None => "its element count overflows".to_string(),
+        Some(n) if n > MAX_ELEMENTS => {
+            format!("{n} elements exceed the limit of {MAX_ELEMENTS}")
+        }
+        Some(_) => return Ok(()),
+    };
+    Err(Error::new(
+        ErrorKind::TooLarge {
+            tensor: name.to_string(),
+            shape: shape.to_vec(),
+            why,
+        },
+        span,
+    ))
+}
+
+impl fmt::Display for Combine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Combine::Sum => "+",
+            Combine::Max => "max",
+            Combine::Min => "min",
+        })
+    }
+}

@@ -1,0 +1,210 @@
+//! The loop-nest IR: loops with affine bounds, loads and stores with affine
+//! indices, scalar expressions. Lowering produces it, the scheduler rewrites
+//! it (marking loops `vectorized`, `unrolled`, `parallel`), codegen compiles
+//! it and the interpreter runs it.
+
+mod interp;
+mod print;
+mod verify;
+
+pub use interp::interpret;
+pub use verify::verify;
+
+use crate::affine::{Affine, Var};
+use crate::check::Combine;
+
+/// A buffer of the function; ids of tensors are their `TensorId` numbers,
+/// scratch buffers the scheduler adds come after them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BufId(pub u32);
+
+impl BufId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BufKind {
+    /// Read-only, given by the caller.
+    Input,
+    /// Written by the function and returned.
+    Output,
+    /// Written and read by the function, not returned.
+    Temp,
+}
+
+/// A dense row-major f32 buffer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Buffer {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub kind: BufKind,
+}
+
+impl Buffer {
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row-major strides in elements.
+    pub fn strides(&self) -> Vec<i64> {
+        let mut strides = vec![1i64; self.shape.len()];
+        for d in (0..self.shape.len().saturating_sub(1)).rev() {
+            strides[d] = strides[d + 1] * self.shape[d + 1] as i64;
+        }
+        strides
+    }
+}
+
+/// A loop bound term: `ceil(expr / div)` in a lower bound, `floor(expr / div)`
+/// in an (exclusive) upper bound. `div` is 1 unless a strided access was folded.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Bound {
+    pub expr: Affine,
+    pub div: i64,
+}
+
+impl Bound {
+    pub fn constant(c: i64) -> Bound {
+        Bound {
+            expr: Affine::constant(c),
+            div: 1,
+        }
+    }
+
+    pub fn as_constant(&self) -> Option<i64> {
+        self.expr.is_constant().then_some(self.expr.constant)
+    }
+}
+
+/// How a loop runs: the schedule's mark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LoopKind {
+    Serial,
+    /// Iterations split between worker threads.
+    Parallel,
+    /// Lanes of one F32X4 vector: trip count a multiple of the width.
+    Vectorized(u32),
+    /// Body repeated in the generated code.
+    Unrolled,
+}
+
+/// `for var in max(lo...)..min(hi...)`: the domain restriction lives in the bounds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loop {
+    pub var: Var,
+    pub lo: Vec<Bound>,
+    pub hi: Vec<Bound>,
+    pub kind: LoopKind,
+    pub body: Vec<Stmt>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Stmt {
+    Loop(Loop),
+    /// `buf[index] = value`, or `buf[index] = combine(buf[index], value)`.
+    Store {
+        buf: BufId,
+        index: Vec<Affine>,
+        value: Expr,
+        combine: Option<Combine>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnOp {
+    Neg,
+    Relu,
+    Sigmoid,
+    Tanh,
+    Exp,
+    Log,
+    Sqrt,
+    Abs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Max,
+    Min,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Expr {
+    Const(f32),
+    Load { buf: BufId, index: Vec<Affine> },
+    Unary(UnOp, Box<Expr>),
+    Binary(BinOp, Box<Expr>, Box<Expr>),
+}
+
+/// A whole program as one function over its buffers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Func {
+    pub buffers: Vec<Buffer>,
+    /// Loop variable names, indexed by `Var` (names may repeat across nests).
+    pub var_names: Vec<String>,
+    pub body: Vec<Stmt>,
+}
+
+impl Func {
+    pub fn var_name(&self, v: Var) -> &str {
+        &self.var_names[v.index()]
+    }
+
+    pub fn new_var(&mut self, name: String) -> Var {
+        self.var_names.push(name);
+        Var(self.var_names.len() as u32 - 1)
+    }
+}
+
+impl UnOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            UnOp::Neg => "-",
+            UnOp::Relu => "relu",
+            UnOp::Sigmoid => "sigmoid",
+            UnOp::Tanh => "tanh",
+            UnOp::Exp => "exp",
+            UnOp::Log => "log",
+            UnOp::Sqrt => "sqrt",
+            UnOp::Abs => "abs",
+        }
+    }
+
+    /// The operation on one f32 value: the one definition the interpreter
+    /// and the reference evaluator share with codegen's libcalls.
+    pub fn eval(self, x: f32) -> f32 {
+        match self {
+            UnOp::Neg => -x,
+            UnOp::Relu => x.max(0.0),
+            UnOp::Sigmoid => 1.0 / (1.0 + (-x).exp()),
+            UnOp::Tanh => x.tanh(),
+            UnOp::Exp => x.exp(),
+            UnOp::Log => x.ln(),
+            UnOp::Sqrt => x.sqrt(),
+            UnOp::Abs => x.abs(),
+        }
+    }
+}
+
+impl BinOp {
+    pub fn eval(self, a: f32, b: f32) -> f32 {
+        match self {
+            BinOp::Add => a + b,
+            BinOp::Sub => a - b,
+            BinOp::Mul => a * b,
+            BinOp::Div => a / b,
+            BinOp::Max => a.max(b),
+            BinOp::Min => a.min(b),
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Structural checks of a function: every variable used is bound by an
+//! enclosing loop, every access has its buffer's rank, loop variables are not
+//! rebound. Run after lowering and after every schedule pass.
+
+use super::*;
+
+/// `Err` with a description of the first malformed place (an internal error).
+pub fn verify(func: &Func) -> Result<(), String> {
+    let mut bound = Vec::new();
+    func.body.iter().try_for_each(|s| stmt(func, s, &mut bound))
+}
+
+fn affine_ok(func: &Func, e: &Affine, bound: &[Var], what: &str) -> Result<(), String> {
+    match e.vars().find(|v| !bound.contains(v)) {
+        Some(v) => Err(format!(
+            "{what} uses `{}` outside its loop",
+            func.var_name(v)
+        )),
+        None => Ok(()),
+    }
+}
+
+fn access_ok(func: &Func, buf: BufId, index: &[Affine], bound: &[Var]) -> Result<(), String> {
+    let b = func
+        .buffers
+        .get(buf.index())
+        .ok_or_else(|| format!("unknown buffer {}", buf.0))?;
+    if b.shape.len() != index.len() {
+        return Err(format!(
+            "{} has rank {} but {} indices",
+            b.name,
+            b.shape.len(),
+            index.len()
+        ));
+    }
+    index
+        .iter()
+        .try_for_each(|e| affine_ok(func, e, bound, &b.name))
+}
+
+fn expr(func: &Func, e: &Expr, bound: &[Var]) -> Result<(), String> {
+    match e {
+        Expr::Const(_) => Ok(()),
+        Expr::Load { buf, index } => access_ok(func, *buf, index, bound),
+        Expr::Unary(_, x) => expr(func, x, bound),
+        Expr::Binary(_, a, b) => expr(func, a, bound).and(expr(func, b, bound)),
+    }
+}
+
+fn stmt(func: &Func, s: &Stmt, bound: &mut Vec<Var>) -> Result<(), String> {
+    match s {
+        Stmt::Loop(l) => {
+            let name = func.var_name(l.var);
+            if bound.contains(&l.var) {
+                return Err(format!("loop variable `{name}` bound twice"));
+            }
+            if l.lo.is_empty() || l.hi.is_empty() {
+                return Err(format!("loop `{name}` lacks a bound"));
+            }
+            for b in l.lo.iter().chain(&l.hi) {
+                if b.div < 1 {
+                    return Err(format!("loop `{name}` has divisor {}", b.div));
+                }
+                affine_ok(func, &b.expr, bound, &format!("bound of `{name}`"))?;
+            }
+            bound.push(l.var);
+            let r = l.body.iter().try_for_each(|s| stmt(func, s, bound));
+            bound.pop();
+            r
+        }
+        Stmt::Store {
+            buf, index, value, ..
+        } => {
+            access_ok(func, *buf, index, bound)?;
+            expr(func, value, bound)
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! # einjit
+//!
+//! A tensor expression compiler: formulas in index notation, the way papers
+//! write them, compiled to native code with Cranelift.
+//!
+//! ```text
+//! O[b,k,i,j] = I[b,c,i+rx,j+ry] * W[k,c,rx,ry]
+//! ```
+//!
+//! The pipeline, stage by stage:
+//! 1. [`syntax::parse`]: text → spanned AST (grammar in `grammar/einjit.pest`);
+//! 2. [`check::check`]: names → ids, affine indices, inferred ranges and shapes;
+//! 3. [`lower::lower`]: checked program → loop-nest IR ([`ir::Func`]), the
+//!    domain rule folded into loop bounds;
+//! 4. [`ir::interpret`] runs the IR; [`reference::evaluate`] runs the
+//!    checked program directly, as the oracle.
+
+pub mod affine;
+pub mod check;
+pub mod error;
+pub mod ir;
+pub mod lower;
+pub mod reference;
+pub mod syntax;
+
+pub use error::{Error, ErrorKind, Result, Span};
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Parse and check `src` against the shapes of its inputs. Errors carry the
+/// source text, so `to_string()` renders the line with a caret under the span.
+pub fn check_source(
+    src: &str,
+    input_shapes: &HashMap<String, Vec<usize>>,
+) -> Result<check::Program> {
+    let source: Arc<str> = Arc::from(src);
+    let ast = syntax::parse(src).map_err(|e| e.with_source(&source))?;
+    check::check(&ast, source.clone(), input_shapes).map_err(|e| e.with_source(&source))
+}
+
+/// The dump of a lowered program: each statement with its variables' ranges
+/// and where they came from (padding shows here), then the loop nest.
+pub fn dump(program: &check::Program, func: &ir::Func) -> String {
+    let mut out = String::new();
+    for (n, st) in program.statements.iter().enumerate() {
+        let text = &program.source[st.span.start..st.span.end];
+        out.push_str(&format!("# statement {}: {}\n", n + 1, text.trim()));
+        for v in &st.vars {
+            let role = if v.reduced { "reduced; " } else { "" };
+            let from = match &v.source {
+                check::RangeSource::Where { valid: None } => "where".to_string(),
+                check::RangeSource::Where {
+                    valid: Some((a, b)),
+                } => format!("where; padded: in bounds only for {a}..{b}"),
+                check::RangeSource::Dimension { tensor, dim } => {
+                    format!("dimension {dim} of {tensor}")
+                }
+                check::RangeSource::Inferred => "largest in-bounds range".to_string(),
+            };
+            out.push_str(&format!(
+                "#   {} in {}..{}  ({role}{from})\n",
+                v.name, v.lo, v.hi
+            ));
+        }
+    }
+    out.push_str(&func.to_string());
+    out
+}

@@ -1,0 +1,93 @@
+//! Helpers shared by the integration tests: building inputs, running a
+//! program through the reference evaluator and through the IR interpreter.
+#![allow(dead_code)]
+
+use einjit::{check_source, ir, lower, reference};
+pub use ndarray::{ArrayD, IxDyn};
+
+use std::collections::HashMap;
+
+pub type Inputs = HashMap<String, ArrayD<f32>>;
+
+/// An array from a shape and row-major values.
+pub fn arr(shape: &[usize], values: &[f32]) -> ArrayD<f32> {
+    ArrayD::from_shape_vec(IxDyn(shape), values.to_vec()).expect("shape matches values")
+}
+
+/// Deterministic pseudo-random values in [-1, 1) (xorshift), so tests need no RNG crate.
+pub fn rand(shape: &[usize], seed: u64) -> ArrayD<f32> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let n = shape.iter().product();
+    let values: Vec<f32> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    arr(shape, &values)
+}
+
+pub fn inputs(list: &[(&str, ArrayD<f32>)]) -> Inputs {
+    list.iter().map(|(n, a)| (n.to_string(), a.clone())).collect()
+}
+
+pub fn shapes(inputs: &Inputs) -> HashMap<String, Vec<usize>> {
+    inputs.iter().map(|(n, a)| (n.clone(), a.shape().to_vec())).collect()
+}
+
+/// Outputs of `src` by the reference evaluator (panics with the rendered error).
+pub fn reference(src: &str, inputs: &Inputs) -> HashMap<String, ArrayD<f32>> {
+    let program = check_source(src, &shapes(inputs)).unwrap_or_else(|e| panic!("{e}"));
+    reference::evaluate(&program, inputs).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Outputs of `src` by lowering and interpreting the loop nest.
+pub fn interpreted(src: &str, inputs: &Inputs) -> HashMap<String, ArrayD<f32>> {
+    let program = check_source(src, &shapes(inputs)).unwrap_or_else(|e| panic!("{e}"));
+    let func = lower::lower(&program);
+    ir::verify(&func).expect("lowered IR verifies");
+    let mut data: Vec<Vec<f32>> = func
+        .buffers
+        .iter()
+        .map(|b| match b.kind {
+            ir::BufKind::Input => inputs[&b.name].iter().copied().collect(),
+            _ => vec![0.0; b.len()],
+        })
+        .collect();
+    ir::interpret(&func, &mut data);
+    program
+        .outputs()
+        .into_iter()
+        .map(|t| {
+            let tensor = program.tensor(t);
+            let values = std::mem::take(&mut data[t.index()]);
+            (tensor.name.clone(), ArrayD::from_shape_vec(IxDyn(&tensor.shape), values).unwrap())
+        })
+        .collect()
+}
+
+/// The checker's error for `src`, rendered with its caret line.
+pub fn error(src: &str, inputs: &Inputs) -> String {
+    match check_source(src, &shapes(inputs)) {
+        Ok(_) => panic!("expected an error for {src:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The dump (ranges + lowered nest) of `src`.
+pub fn dump(src: &str, inputs: &Inputs) -> String {
+    let program = check_source(src, &shapes(inputs)).unwrap_or_else(|e| panic!("{e}"));
+    einjit::dump(&program, &lower::lower(&program))
+}
+
+/// Assert two arrays have the same shape and agree to `tol` relative to the largest magnitude.
+pub fn assert_close(got: &ArrayD<f32>, want: &ArrayD<f32>, tol: f32) {
+    assert_eq!(got.shape(), want.shape(), "shapes differ");
+    let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
+    for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
+        let ok = (g - w).abs() <= tol * scale || (g == w);
+        assert!(ok, "element {i}: got {g}, want {w} (tol {tol} x {scale})\ngot  {got}\nwant {want}");
+    }
+}
