@@ -21,9 +21,11 @@ pub mod error;
 pub mod ir;
 pub mod lower;
 pub mod reference;
+pub mod runtime;
 pub mod syntax;
 
 pub use error::{Error, ErrorKind, Result, Span};
+pub use runtime::{Formula, Kernel, Outputs};
 
 use std::collections::HashMap;
 use std::sync::Arc;

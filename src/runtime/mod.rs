@@ -1,0 +1,287 @@
+//! The library API: a [`Formula`] is parsed once; a [`Kernel`] is that
+//! formula compiled for one set of input shapes. `Formula` caches kernels per
+//! shape signature, so calling it again with the same shapes compiles nothing.
+//!
+//! (This first backend runs the IR interpreter; the JIT replaces it.)
+
+use crate::check::{self, Origin};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ir::{self, BufKind};
+use crate::syntax::ast;
+use crate::{lower, syntax};
+use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+/// Named output arrays of a run.
+pub type Outputs = HashMap<String, ArrayD<f32>>;
+
+/// A program compiled for fixed input shapes. `Send + Sync`: one kernel may
+/// run on several threads at once.
+#[derive(Debug)]
+pub struct Kernel {
+    program: check::Program,
+    lowered: ir::Func,
+    scheduled: ir::Func,
+}
+
+impl Kernel {
+    /// Parse, check, lower and compile `src` for inputs of the given shapes.
+    /// Shapes of names the program does not read are ignored.
+    pub fn compile(src: &str, input_shapes: &[(&str, &[usize])]) -> Result<Kernel> {
+        let shapes: HashMap<String, Vec<usize>> = input_shapes
+            .iter()
+            .map(|(n, s)| (n.to_string(), s.to_vec()))
+            .collect();
+        let program = crate::check_source(src, &shapes)?;
+        Ok(Kernel::from_checked(program))
+    }
+
+    fn from_checked(program: check::Program) -> Kernel {
+        let lowered = lower::lower(&program);
+        let scheduled = lowered.clone();
+        Kernel {
+            program,
+            lowered,
+            scheduled,
+        }
+    }
+
+    /// The checked program (tensors, statements, inferred ranges).
+    pub fn program(&self) -> &check::Program {
+        &self.program
+    }
+
+    /// Names and shapes of the inputs the kernel reads.
+    pub fn inputs(&self) -> Vec<(String, Vec<usize>)> {
+        self.program
+            .inputs()
+            .map(|t| {
+                let t = self.program.tensor(t);
+                (t.name.clone(), t.shape.clone())
+            })
+            .collect()
+    }
+
+    /// Names and shapes of the outputs a run returns.
+    pub fn outputs(&self) -> Vec<(String, Vec<usize>)> {
+        self.program
+            .outputs()
+            .into_iter()
+            .map(|t| {
+                let t = self.program.tensor(t);
+                (t.name.clone(), t.shape.clone())
+            })
+            .collect()
+    }
+
+    /// The dump after lowering: ranges of every variable, then the naive nest.
+    pub fn lowered_ir(&self) -> String {
+        crate::dump(&self.program, &self.lowered)
+    }
+
+    /// The dump after scheduling: the nest that is compiled.
+    pub fn scheduled_ir(&self) -> String {
+        crate::dump(&self.program, &self.scheduled)
+    }
+
+    /// The Cranelift IR of the compiled function (empty until the JIT exists).
+    pub fn clif(&self) -> String {
+        String::new()
+    }
+
+    /// Run on named inputs (any ndarray views: strided and transposed are
+    /// fine) and return the outputs by name.
+    pub fn run(&self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs> {
+        let mut data = self.bind_inputs(inputs)?;
+        ir::interpret(&self.scheduled, &mut data);
+        Ok(self
+            .program
+            .outputs()
+            .into_iter()
+            .map(|t| {
+                let tensor = self.program.tensor(t);
+                let values = std::mem::take(&mut data[t.index()]);
+                let array = ArrayD::from_shape_vec(IxDyn(&tensor.shape), values)
+                    .expect("buffer length is the shape's size");
+                (tensor.name.clone(), array)
+            })
+            .collect())
+    }
+
+    /// Run, writing each output into the caller's array of the same name
+    /// (which must have the output's shape). An output that the program
+    /// accumulates into with `+=` starts from the array's current contents
+    /// when it is not also passed in `inputs`.
+    pub fn run_into(
+        &self,
+        inputs: &[(&str, ArrayViewD<'_, f32>)],
+        outputs: &mut [(&str, ArrayViewMutD<'_, f32>)],
+    ) -> Result<()> {
+        // Outputs given by the caller may double as the inputs of `+=`.
+        let mut results = {
+            let mut all: Vec<(&str, ArrayViewD<'_, f32>)> =
+                inputs.iter().map(|(n, a)| (*n, a.view())).collect();
+            for (name, a) in outputs.iter() {
+                if !inputs.iter().any(|(n, _)| n == name) {
+                    all.push((name, a.view()));
+                }
+            }
+            self.run(&all)?
+        };
+        for (name, target) in outputs.iter_mut() {
+            let result = results
+                .remove(*name)
+                .ok_or_else(|| Error::unspanned(ErrorKind::UnexpectedInput(name.to_string())))?;
+            if target.shape() != result.shape() {
+                return Err(Error::unspanned(ErrorKind::InputShape {
+                    name: name.to_string(),
+                    expected: result.shape().to_vec(),
+                    got: target.shape().to_vec(),
+                }));
+            }
+            target.assign(&result);
+        }
+        Ok(())
+    }
+
+    /// One row-major vector per buffer: inputs copied in, the rest zeroed.
+    fn bind_inputs(&self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Vec<Vec<f32>>> {
+        let mut data = Vec::with_capacity(self.scheduled.buffers.len());
+        for (i, b) in self.scheduled.buffers.iter().enumerate() {
+            if b.kind != BufKind::Input {
+                data.push(vec![0.0; b.len()]);
+                continue;
+            }
+            let tensor = &self.program.tensors[i];
+            debug_assert_eq!(tensor.origin, Origin::Input);
+            let view = inputs
+                .iter()
+                .find(|(n, _)| *n == tensor.name)
+                .map(|(_, v)| v)
+                .ok_or_else(|| Error::unspanned(ErrorKind::MissingInput(tensor.name.clone())))?;
+            if view.shape() != tensor.shape.as_slice() {
+                return Err(Error::unspanned(ErrorKind::InputShape {
+                    name: tensor.name.clone(),
+                    expected: tensor.shape.clone(),
+                    got: view.shape().to_vec(),
+                }));
+            }
+            data.push(view.iter().copied().collect());
+        }
+        Ok(data)
+    }
+}
+
+/// The shapes of a formula's inputs, in `input_names` order (`None`: not given).
+type ShapeKey = Vec<Option<Vec<usize>>>;
+
+/// A formula parsed once, compiled on demand for each distinct set of input
+/// shapes (and cached).
+#[derive(Debug)]
+pub struct Formula {
+    source: Arc<str>,
+    ast: ast::Program,
+    input_names: Vec<String>,
+    cache: Mutex<HashMap<ShapeKey, Arc<Kernel>>>,
+}
+
+impl Formula {
+    /// Parse `src`; syntax errors are reported here, shape errors at the first run.
+    pub fn new(src: &str) -> Result<Formula> {
+        let source: Arc<str> = Arc::from(src);
+        let ast = syntax::parse(src).map_err(|e| e.with_source(&source))?;
+        let input_names = free_tensors(&ast);
+        Ok(Formula {
+            source,
+            ast,
+            input_names,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Names of the tensors the program reads without writing them first
+    /// (including the targets of `+=` on tensors it did not create).
+    pub fn input_names(&self) -> &[String] {
+        &self.input_names
+    }
+
+    /// The kernel for these input shapes, compiled on first request.
+    pub fn kernel(&self, input_shapes: &[(&str, &[usize])]) -> Result<Arc<Kernel>> {
+        // A missing input is left for the checker to report, with its span.
+        let key: ShapeKey = self
+            .input_names
+            .iter()
+            .map(|name| {
+                input_shapes
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, s)| s.to_vec())
+            })
+            .collect();
+        if let Some(k) = self.cache.lock().expect("cache lock").get(&key) {
+            return Ok(k.clone());
+        }
+        let shapes: HashMap<String, Vec<usize>> = self
+            .input_names
+            .iter()
+            .zip(&key)
+            .filter_map(|(n, s)| Some((n.clone(), s.clone()?)))
+            .collect();
+        let program = check::check(&self.ast, self.source.clone(), &shapes)
+            .map_err(|e| e.with_source(&self.source))?;
+        let kernel = Arc::new(Kernel::from_checked(program));
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .insert(key, kernel.clone());
+        Ok(kernel)
+    }
+
+    /// Compile for the inputs' shapes if needed, then run.
+    pub fn run(&self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs> {
+        let shapes: Vec<(&str, &[usize])> = inputs.iter().map(|(n, a)| (*n, a.shape())).collect();
+        self.kernel(&shapes)?.run(inputs)
+    }
+
+    /// Number of kernels compiled so far (one per distinct input shape set).
+    pub fn compiled_count(&self) -> usize {
+        self.cache.lock().expect("cache lock").len()
+    }
+}
+
+/// Tensors read before any statement writes them, in order of first use.
+fn free_tensors(program: &ast::Program) -> Vec<String> {
+    let mut defined = HashSet::new();
+    let mut free: Vec<String> = Vec::new();
+    let mut need = |name: &str, defined: &HashSet<String>| {
+        if !defined.contains(name) && !free.iter().any(|f| f == name) {
+            free.push(name.to_string());
+        }
+    };
+    for st in &program.statements {
+        let mut reads = Vec::new();
+        collect_reads(&st.rhs, &mut reads);
+        for name in reads {
+            need(name, &defined);
+        }
+        if st.op == ast::AssignOp::AddAssign {
+            need(&st.lhs.tensor.name, &defined);
+        }
+        defined.insert(st.lhs.tensor.name.clone());
+    }
+    free
+}
+
+fn collect_reads<'a>(e: &'a ast::Expr, out: &mut Vec<&'a str>) {
+    match e {
+        ast::Expr::Num(..) => {}
+        ast::Expr::Access(a) => out.push(&a.tensor.name),
+        ast::Expr::Neg(x, _) => collect_reads(x, out),
+        ast::Expr::Binary(_, a, b, _) => {
+            collect_reads(a, out);
+            collect_reads(b, out);
+        }
+        ast::Expr::Call(_, args, _) => args.iter().for_each(|a| collect_reads(a, out)),
+    }
+}
