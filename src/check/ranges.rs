@@ -171,7 +171,12 @@ pub(super) fn infer(
         }
     }
 
-    if let Some(v) = ranges.iter().position(|r| r.is_none()) {
+    // Report a reduced variable first: no rule can give it a range, and it
+    // may be what blocks the output variables.
+    let unresolved = (n_lhs_vars..n)
+        .chain(0..n_lhs_vars)
+        .find(|&v| ranges[v].is_none());
+    if let Some(v) = unresolved {
         return Err(Error::new(
             ErrorKind::UnresolvedRange(vars.names[v].clone()),
             vars.spans[v],

@@ -1,0 +1,214 @@
+//! Every checker error: its message, and the caret under the right span.
+
+mod common;
+use common::*;
+
+fn a3() -> Inputs {
+    inputs(&[("A", rand(&[3], 1)), ("B", rand(&[4], 2)), ("M", rand(&[3, 4], 3))])
+}
+
+/// The rendered error's caret line, with the source line above it.
+fn caret_under(rendered: &str) -> (String, String) {
+    let lines: Vec<&str> = rendered.lines().collect();
+    let n = lines.len();
+    (lines[n - 2].to_string(), lines[n - 1].to_string())
+}
+
+/// The text the `^` marks point at.
+fn marked(rendered: &str) -> String {
+    let (src, marks) = caret_under(rendered);
+    let src: Vec<char> = src.chars().collect();
+    marks
+        .chars()
+        .enumerate()
+        .filter(|&(_, c)| c == '^')
+        .map(|(i, _)| src[i])
+        .collect()
+}
+
+#[test]
+fn syntax_error_points_at_the_unexpected_token() {
+    let e = error("O[i] = A[i] * ", &a3());
+    assert!(e.starts_with("error: syntax error: expected"), "{e}");
+    assert!(e.contains("an expression"), "{e}");
+    assert!(e.contains("--> 1:15"), "{e}");
+}
+
+#[test]
+fn syntax_error_names_readable_rules() {
+    let e = error("O[i] A[i]", &a3());
+    assert!(e.contains("`=`, `+=`, `max=` or `min=`"), "{e}");
+    let e = error("O[i = A[i]", &a3());
+    assert!(e.contains("syntax error"), "{e}");
+    assert!(!e.contains("index_expr"), "rule names must be readable: {e}");
+}
+
+#[test]
+fn syntax_error_on_second_line_reports_that_line() {
+    let e = error("O[i] = A[i]\nP[i] = A[i] +* 2", &a3());
+    assert!(e.contains("--> 2:"), "{e}");
+    assert!(e.contains("2 | P[i] = A[i] +* 2"), "{e}");
+}
+
+#[test]
+fn empty_program_is_an_error() {
+    let e = error("  # nothing here\n", &a3());
+    assert!(e.contains("the program has no statement"), "{e}");
+}
+
+#[test]
+fn unknown_tensor() {
+    let e = error("O[i] = A[i] * Q[i]", &a3());
+    assert!(e.contains("unknown tensor `Q`"), "{e}");
+    assert_eq!(marked(&e), "Q");
+}
+
+#[test]
+fn unknown_function() {
+    let e = error("O[i] = gelu(A[i])", &a3());
+    assert!(e.contains("unknown function `gelu`"), "{e}");
+    assert_eq!(marked(&e), "gelu");
+}
+
+#[test]
+fn function_arity() {
+    let e = error("O[i] = max(A[i])", &a3());
+    assert!(e.contains("`max` takes 2 argument(s), got 1"), "{e}");
+    let e = error("O[i] = exp(A[i], A[i])", &a3());
+    assert!(e.contains("`exp` takes 1 argument(s), got 2"), "{e}");
+}
+
+#[test]
+fn wrong_number_of_indices() {
+    let e = error("O[i] = M[i]", &a3());
+    assert!(e.contains("`M` has 2 dimension(s) but is indexed with 1"), "{e}");
+    assert_eq!(marked(&e), "M[i]");
+}
+
+#[test]
+fn non_affine_index() {
+    let e = error("O[i] = M[i*j, j]", &a3());
+    assert!(e.contains("non-affine index: `i*j`"), "{e}");
+    assert_eq!(marked(&e), "i*j");
+    let e = error("O[i] = M[(i+1)*(j-1), j]", &a3());
+    assert!(e.contains("`(i + 1)*(j - 1)`"), "{e}");
+    // A constant factor on either side is affine.
+    check_ok("O[i] = M[i*1, 2*j - j]", &a3());
+}
+
+#[test]
+fn conflicting_sizes_names_both_places() {
+    let e = error("O[i] = A[i] * B[i]", &a3());
+    assert!(
+        e.contains("conflicting sizes for index `i`: 3 from dimension 0 of `A` but 4 from dimension 0 of `B`"),
+        "{e}"
+    );
+    let (_, marks) = caret_under(&e);
+    assert_eq!(marks.trim_end(), "  |        ----   ^^^^");
+}
+
+#[test]
+fn unresolvable_range_suggests_where() {
+    let e = error("O[i] = 1.0", &a3());
+    assert!(
+        e.contains("cannot infer the range of index `i`; give it one with `where i in lo..hi`"),
+        "{e}"
+    );
+    // A reduced variable used only inside an affine index has no range either.
+    let e = error("O[i] = A[i + r]", &a3());
+    assert!(e.contains("range of index `r`"), "{e}");
+    // Two output variables that only constrain each other.
+    let e = error("O[i, j] = A[i + j]", &a3());
+    assert!(e.contains("cannot infer the range of index `i`"), "{e}");
+}
+
+#[test]
+fn empty_range_when_kernel_is_larger_than_input() {
+    let i = inputs(&[("I", rand(&[3], 1)), ("W", rand(&[5], 2))]);
+    let e = error("O[i] = I[i + rx] * W[rx]", &i);
+    assert!(e.contains("index `i` has an empty range 0..-1"), "{e}");
+    assert!(e.contains("kernel larger than the input"), "{e}");
+    assert_eq!(marked(&e), "I[i + rx]");
+}
+
+#[test]
+fn bad_where_ranges() {
+    let e = error("O[i] = A[i] where i in 3..1", &a3());
+    assert!(e.contains("`where` range of `i` must satisfy 0 <= lo < hi, got 3..1"), "{e}");
+    assert_eq!(marked(&e), "i in 3..1");
+    let e = error("O[i] = A[i] where i in -1..2", &a3());
+    assert!(e.contains("got -1..2"), "{e}");
+    let e = error("O[i] = A[i] where i in 2..2", &a3());
+    assert!(e.contains("index `i` has an empty range 2..2 in the `where` clause"), "{e}");
+    let e = error("O[i] = A[i] where i in 0..j", &a3());
+    assert!(e.contains("`where` bound must be a constant integer expression"), "{e}");
+    let e = error("O[i] = A[i] where i in 0..2, i in 0..3", &a3());
+    assert!(e.contains("index `i` is given a range twice"), "{e}");
+    let e = error("O[i] = A[i] where q in 0..2", &a3());
+    assert!(e.contains("`where` gives a range to `q`, which the statement does not use"), "{e}");
+}
+
+#[test]
+fn accumulate_into_missing_tensor() {
+    let e = error("O[i] += A[i]", &a3());
+    assert!(e.contains("`+=` needs an existing tensor `O`"), "{e}");
+    assert_eq!(marked(&e), "O");
+}
+
+#[test]
+fn accumulate_with_mismatched_shape() {
+    let i = inputs(&[("A", rand(&[3], 1)), ("O", rand(&[3, 3], 2))]);
+    let e = error("O[i] += A[i]", &i);
+    assert!(e.contains("`+=` into `O` of shape [3, 3]: the statement indexes it with 1 dimension(s)"), "{e}");
+    let i = inputs(&[("A", rand(&[3], 1)), ("O", rand(&[4], 2))]);
+    let e = error("O[i] += A[i]", &i);
+    assert!(e.contains("conflicting sizes for index `i`: 3 from dimension 0 of `A` but 4 from dimension 0 of `O`"), "{e}");
+}
+
+#[test]
+fn output_too_large_is_refused_without_allocating() {
+    let e = error("O[i, j, k] = 1.0 where i in 0..100000, j in 0..100000, k in 0..100000", &a3());
+    assert!(e.contains("`O` would have shape [100000, 100000, 100000]"), "{e}");
+    assert!(e.contains("exceed the limit"), "{e}");
+    let e = error(
+        "O[i, j] = 1.0 where i in 0..9223372036854775807, j in 0..9223372036854775807",
+        &a3(),
+    );
+    assert!(e.contains("overflows") || e.contains("overflow"), "{e}");
+}
+
+#[test]
+fn index_arithmetic_overflow() {
+    let e = error("O[i] = A[i + 9223372036854775807 + 1]", &a3());
+    assert!(e.contains("integer overflow in index arithmetic"), "{e}");
+    let e = error("O[i] = A[99999999999999999999 * i]", &a3());
+    assert!(e.contains("overflow"), "{e}");
+}
+
+#[test]
+fn output_that_never_reaches_zero() {
+    let e = error("O[i - 5] = A[i]", &a3());
+    assert!(e.contains("output `O` would be empty"), "{e}");
+}
+
+#[test]
+fn errors_carry_spans_and_line_columns() {
+    let shapes = shapes(&a3());
+    let err = einjit::check_source("O[i] = A[i] * Q[i]", &shapes).unwrap_err();
+    assert_eq!(err.span(), Some(einjit::Span::new(14, 15)));
+    assert_eq!(err.line_col(), Some((1, 15)));
+    assert!(matches!(err.kind(), einjit::ErrorKind::UnknownTensor(n) if n == "Q"));
+}
+
+#[test]
+fn reading_a_later_statements_output_is_unknown() {
+    let e = error("O[i] = T[i]\nT[i] = A[i]", &a3());
+    assert!(e.contains("unknown tensor `T`"), "{e}");
+    assert!(e.contains("--> 1:8"), "{e}");
+}
+
+fn check_ok(src: &str, inputs: &Inputs) {
+    if let Err(e) = einjit::check_source(src, &shapes(inputs)) {
+        panic!("{e}");
+    }
+}
