@@ -4,7 +4,11 @@ mod common;
 use common::*;
 
 fn a3() -> Inputs {
-    inputs(&[("A", rand(&[3], 1)), ("B", rand(&[4], 2)), ("M", rand(&[3, 4], 3))])
+    inputs(&[
+        ("A", rand(&[3], 1)),
+        ("B", rand(&[4], 2)),
+        ("M", rand(&[3, 4], 3)),
+    ])
 }
 
 /// The rendered error's caret line, with the source line above it.
@@ -40,7 +44,10 @@ fn syntax_error_names_readable_rules() {
     assert!(e.contains("`=`, `+=`, `max=` or `min=`"), "{e}");
     let e = error("O[i = A[i]", &a3());
     assert!(e.contains("syntax error"), "{e}");
-    assert!(!e.contains("index_expr"), "rule names must be readable: {e}");
+    assert!(
+        !e.contains("index_expr"),
+        "rule names must be readable: {e}"
+    );
 }
 
 #[test]
@@ -81,7 +88,10 @@ fn function_arity() {
 #[test]
 fn wrong_number_of_indices() {
     let e = error("O[i] = M[i]", &a3());
-    assert!(e.contains("`M` has 2 dimension(s) but is indexed with 1"), "{e}");
+    assert!(
+        e.contains("`M` has 2 dimension(s) but is indexed with 1"),
+        "{e}"
+    );
     assert_eq!(marked(&e), "M[i]");
 }
 
@@ -134,18 +144,30 @@ fn empty_range_when_kernel_is_larger_than_input() {
 #[test]
 fn bad_where_ranges() {
     let e = error("O[i] = A[i] where i in 3..1", &a3());
-    assert!(e.contains("`where` range of `i` must satisfy 0 <= lo < hi, got 3..1"), "{e}");
+    assert!(
+        e.contains("`where` range of `i` must satisfy 0 <= lo < hi, got 3..1"),
+        "{e}"
+    );
     assert_eq!(marked(&e), "i in 3..1");
     let e = error("O[i] = A[i] where i in -1..2", &a3());
     assert!(e.contains("got -1..2"), "{e}");
     let e = error("O[i] = A[i] where i in 2..2", &a3());
-    assert!(e.contains("index `i` has an empty range 2..2 in the `where` clause"), "{e}");
+    assert!(
+        e.contains("index `i` has an empty range 2..2 in the `where` clause"),
+        "{e}"
+    );
     let e = error("O[i] = A[i] where i in 0..j", &a3());
-    assert!(e.contains("`where` bound must be a constant integer expression"), "{e}");
+    assert!(
+        e.contains("`where` bound must be a constant integer expression"),
+        "{e}"
+    );
     let e = error("O[i] = A[i] where i in 0..2, i in 0..3", &a3());
     assert!(e.contains("index `i` is given a range twice"), "{e}");
     let e = error("O[i] = A[i] where q in 0..2", &a3());
-    assert!(e.contains("`where` gives a range to `q`, which the statement does not use"), "{e}");
+    assert!(
+        e.contains("`where` gives a range to `q`, which the statement does not use"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -159,7 +181,10 @@ fn accumulate_into_missing_tensor() {
 fn accumulate_with_mismatched_shape() {
     let i = inputs(&[("A", rand(&[3], 1)), ("O", rand(&[3, 3], 2))]);
     let e = error("O[i] += A[i]", &i);
-    assert!(e.contains("`+=` into `O` of shape [3, 3]: the statement indexes it with 1 dimension(s)"), "{e}");
+    assert!(
+        e.contains("`+=` into `O` of shape [3, 3]: the statement indexes it with 1 dimension(s)"),
+        "{e}"
+    );
     let i = inputs(&[("A", rand(&[3], 1)), ("O", rand(&[4], 2))]);
     let e = error("O[i] += A[i]", &i);
     assert!(e.contains("conflicting sizes for index `i`: 3 from dimension 0 of `A` but 4 from dimension 0 of `O`"), "{e}");
@@ -167,8 +192,14 @@ fn accumulate_with_mismatched_shape() {
 
 #[test]
 fn output_too_large_is_refused_without_allocating() {
-    let e = error("O[i, j, k] = 1.0 where i in 0..100000, j in 0..100000, k in 0..100000", &a3());
-    assert!(e.contains("`O` would have shape [100000, 100000, 100000]"), "{e}");
+    let e = error(
+        "O[i, j, k] = 1.0 where i in 0..100000, j in 0..100000, k in 0..100000",
+        &a3(),
+    );
+    assert!(
+        e.contains("`O` would have shape [100000, 100000, 100000]"),
+        "{e}"
+    );
     assert!(e.contains("exceed the limit"), "{e}");
     let e = error(
         "O[i, j] = 1.0 where i in 0..9223372036854775807, j in 0..9223372036854775807",

@@ -30,11 +30,16 @@ pub fn rand(shape: &[usize], seed: u64) -> ArrayD<f32> {
 }
 
 pub fn inputs(list: &[(&str, ArrayD<f32>)]) -> Inputs {
-    list.iter().map(|(n, a)| (n.to_string(), a.clone())).collect()
+    list.iter()
+        .map(|(n, a)| (n.to_string(), a.clone()))
+        .collect()
 }
 
 pub fn shapes(inputs: &Inputs) -> HashMap<String, Vec<usize>> {
-    inputs.iter().map(|(n, a)| (n.clone(), a.shape().to_vec())).collect()
+    inputs
+        .iter()
+        .map(|(n, a)| (n.clone(), a.shape().to_vec()))
+        .collect()
 }
 
 /// Outputs of `src` by the reference evaluator (panics with the rendered error).
@@ -63,7 +68,10 @@ pub fn interpreted(src: &str, inputs: &Inputs) -> HashMap<String, ArrayD<f32>> {
         .map(|t| {
             let tensor = program.tensor(t);
             let values = std::mem::take(&mut data[t.index()]);
-            (tensor.name.clone(), ArrayD::from_shape_vec(IxDyn(&tensor.shape), values).unwrap())
+            (
+                tensor.name.clone(),
+                ArrayD::from_shape_vec(IxDyn(&tensor.shape), values).unwrap(),
+            )
         })
         .collect()
 }
@@ -88,6 +96,9 @@ pub fn assert_close(got: &ArrayD<f32>, want: &ArrayD<f32>, tol: f32) {
     let scale = want.iter().fold(1.0f32, |m, x| m.max(x.abs()));
     for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
         let ok = (g - w).abs() <= tol * scale || (g == w);
-        assert!(ok, "element {i}: got {g}, want {w} (tol {tol} x {scale})\ngot  {got}\nwant {want}");
+        assert!(
+            ok,
+            "element {i}: got {g}, want {w} (tol {tol} x {scale})\ngot  {got}\nwant {want}"
+        );
     }
 }
