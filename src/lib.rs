@@ -69,3 +69,8 @@ pub fn dump(program: &check::Program, func: &ir::Func) -> String {
     out.push_str(&func.to_string());
     out
 }
+
+/// The README's code examples run as doctests, so the front page can't rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+mod readme {}
