@@ -105,6 +105,8 @@ pub enum ErrorKind {
         expected: Vec<usize>,
         got: Vec<usize>,
     },
+    #[error("`{0}` is not written by any statement, so it cannot be an output")]
+    NotAnOutput(String),
     #[error("input `{0}` is not used by the program")]
     UnexpectedInput(String),
     #[error("schedule error: {0}")]

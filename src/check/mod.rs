@@ -173,6 +173,8 @@ pub struct Program {
     pub tensors: Vec<Tensor>,
     pub statements: Vec<Statement>,
     pub source: Arc<str>,
+    /// What a run returns; set by [`Program::select_outputs`].
+    pub outputs: Vec<TensorId>,
 }
 
 impl Program {
@@ -187,8 +189,13 @@ impl Program {
             .filter(|&t| self.tensor(t).origin == Origin::Input)
     }
 
-    /// The final version of every name that a statement writes: what a run returns.
+    /// The tensors a run returns (by default, see [`OutputSelection::Unread`]).
     pub fn outputs(&self) -> Vec<TensorId> {
+        self.outputs.clone()
+    }
+
+    /// The final version of every name a statement writes, in order of first write.
+    pub fn written(&self) -> Vec<TensorId> {
         let mut last: Vec<(String, TensorId)> = Vec::new();
         for st in &self.statements {
             let name = &self.tensor(st.lhs.tensor).name;
@@ -199,6 +206,46 @@ impl Program {
         }
         last.into_iter().map(|(_, t)| t).collect()
     }
+
+    /// Choose which tensors a run returns.
+    pub fn select_outputs(&mut self, selection: &OutputSelection) -> Result<()> {
+        let written = self.written();
+        self.outputs = match selection {
+            OutputSelection::Unread => {
+                let read: Vec<TensorId> = self
+                    .statements
+                    .iter()
+                    .flat_map(|st| st.rhs.reads().into_iter().map(|a| a.tensor))
+                    .collect();
+                written.into_iter().filter(|t| !read.contains(t)).collect()
+            }
+            OutputSelection::All => written,
+            OutputSelection::Named(names) => names
+                .iter()
+                .map(|name| {
+                    written
+                        .iter()
+                        .copied()
+                        .find(|&t| &self.tensor(t).name == name)
+                        .ok_or_else(|| Error::unspanned(ErrorKind::NotAnOutput(name.clone())))
+                })
+                .collect::<Result<_>>()?,
+        };
+        Ok(())
+    }
+}
+
+/// Which tensors a run returns.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+pub enum OutputSelection {
+    /// Every tensor a statement writes and no statement reads (the results
+    /// of a pipeline, not its intermediates).
+    #[default]
+    Unread,
+    /// The final version of every tensor a statement writes.
+    All,
+    /// These names, in this order.
+    Named(Vec<String>),
 }
 
 /// Check a parsed program against the shapes of its inputs.
@@ -216,11 +263,14 @@ pub fn check(
     for (n, st) in program.statements.iter().enumerate() {
         statements.push(checker.statement(st, n)?);
     }
-    Ok(Program {
+    let mut program = Program {
         tensors: checker.tensors,
         statements,
         source,
-    })
+        outputs: Vec::new(),
+    };
+    program.select_outputs(&OutputSelection::default())?;
+    Ok(program)
 }
 
 struct Checker<'a> {

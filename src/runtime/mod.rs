@@ -29,12 +29,7 @@ impl Kernel {
     /// Parse, check, lower and compile `src` for inputs of the given shapes.
     /// Shapes of names the program does not read are ignored.
     pub fn compile(src: &str, input_shapes: &[(&str, &[usize])]) -> Result<Kernel> {
-        let shapes: HashMap<String, Vec<usize>> = input_shapes
-            .iter()
-            .map(|(n, s)| (n.to_string(), s.to_vec()))
-            .collect();
-        let program = crate::check_source(src, &shapes)?;
-        Ok(Kernel::from_checked(program))
+        Formula::new(src)?.compile(input_shapes)
     }
 
     fn from_checked(program: check::Program) -> Kernel {
@@ -132,7 +127,7 @@ impl Kernel {
         for (name, target) in outputs.iter_mut() {
             let result = results
                 .remove(*name)
-                .ok_or_else(|| Error::unspanned(ErrorKind::UnexpectedInput(name.to_string())))?;
+                .ok_or_else(|| Error::unspanned(ErrorKind::NotAnOutput(name.to_string())))?;
             if target.shape() != result.shape() {
                 return Err(Error::unspanned(ErrorKind::InputShape {
                     name: name.to_string(),
@@ -183,6 +178,7 @@ pub struct Formula {
     source: Arc<str>,
     ast: ast::Program,
     input_names: Vec<String>,
+    outputs: check::OutputSelection,
     cache: Mutex<HashMap<ShapeKey, Arc<Kernel>>>,
 }
 
@@ -196,8 +192,16 @@ impl Formula {
             source,
             ast,
             input_names,
+            outputs: check::OutputSelection::default(),
             cache: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Choose what runs return (default: the tensors no statement reads).
+    pub fn with_outputs(mut self, outputs: check::OutputSelection) -> Formula {
+        self.outputs = outputs;
+        self.cache.get_mut().expect("cache lock").clear();
+        self
     }
 
     /// Names of the tensors the program reads without writing them first
@@ -209,8 +213,25 @@ impl Formula {
     /// The kernel for these input shapes, compiled on first request.
     pub fn kernel(&self, input_shapes: &[(&str, &[usize])]) -> Result<Arc<Kernel>> {
         // A missing input is left for the checker to report, with its span.
-        let key: ShapeKey = self
-            .input_names
+        let key = self.key(input_shapes);
+        if let Some(k) = self.cache.lock().expect("cache lock").get(&key) {
+            return Ok(k.clone());
+        }
+        let kernel = Arc::new(self.compile_key(&key)?);
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .insert(key, kernel.clone());
+        Ok(kernel)
+    }
+
+    /// Compile a fresh kernel for these shapes (bypassing the cache).
+    pub fn compile(&self, input_shapes: &[(&str, &[usize])]) -> Result<Kernel> {
+        self.compile_key(&self.key(input_shapes))
+    }
+
+    fn key(&self, input_shapes: &[(&str, &[usize])]) -> ShapeKey {
+        self.input_names
             .iter()
             .map(|name| {
                 input_shapes
@@ -218,24 +239,20 @@ impl Formula {
                     .find(|(n, _)| n == name)
                     .map(|(_, s)| s.to_vec())
             })
-            .collect();
-        if let Some(k) = self.cache.lock().expect("cache lock").get(&key) {
-            return Ok(k.clone());
-        }
+            .collect()
+    }
+
+    fn compile_key(&self, key: &ShapeKey) -> Result<Kernel> {
         let shapes: HashMap<String, Vec<usize>> = self
             .input_names
             .iter()
-            .zip(&key)
+            .zip(key)
             .filter_map(|(n, s)| Some((n.clone(), s.clone()?)))
             .collect();
-        let program = check::check(&self.ast, self.source.clone(), &shapes)
+        let mut program = check::check(&self.ast, self.source.clone(), &shapes)
             .map_err(|e| e.with_source(&self.source))?;
-        let kernel = Arc::new(Kernel::from_checked(program));
-        self.cache
-            .lock()
-            .expect("cache lock")
-            .insert(key, kernel.clone());
-        Ok(kernel)
+        program.select_outputs(&self.outputs)?;
+        Ok(Kernel::from_checked(program))
     }
 
     /// Compile for the inputs' shapes if needed, then run.
