@@ -17,6 +17,7 @@
 
 pub mod affine;
 pub mod check;
+pub mod contract;
 pub mod error;
 pub mod ir;
 pub mod lower;
@@ -45,9 +46,21 @@ pub fn check_source(
 /// and where they came from (padding shows here), then the loop nest.
 pub fn dump(program: &check::Program, func: &ir::Func) -> String {
     let mut out = String::new();
+    for note in &program.notes {
+        out.push_str(&format!("# {note}\n"));
+    }
     for (n, st) in program.statements.iter().enumerate() {
-        let text = &program.source[st.span.start..st.span.end];
-        out.push_str(&format!("# statement {}: {}\n", n + 1, text.trim()));
+        let text = program.source[st.span.start..st.span.end].trim();
+        let formula = program.statement_text(st);
+        // Statements a pass derived show their own formula.
+        let derived = program
+            .statements
+            .iter()
+            .filter(|s| s.span == st.span)
+            .count()
+            > 1;
+        let shown = if derived { formula } else { text.to_string() };
+        out.push_str(&format!("# statement {}: {shown}\n", n + 1));
         for v in &st.vars {
             let role = if v.reduced { "reduced; " } else { "" };
             let from = match &v.source {

@@ -175,6 +175,9 @@ pub struct Program {
     pub source: Arc<str>,
     /// What a run returns; set by [`Program::select_outputs`].
     pub outputs: Vec<TensorId>,
+    /// Lines for the dump from passes over the checked program (e.g. the
+    /// contraction order chosen).
+    pub notes: Vec<String>,
 }
 
 impl Program {
@@ -205,6 +208,50 @@ impl Program {
             }
         }
         last.into_iter().map(|(_, t)| t).collect()
+    }
+
+    /// A statement as a formula, e.g. `O[i, j] = A[i, k] * B[k, j]`.
+    pub fn statement_text(&self, st: &Statement) -> String {
+        let name = |v: Var| st.vars[v.index()].name.clone();
+        let access = |a: &Access| {
+            let idx: Vec<String> = a
+                .index
+                .iter()
+                .map(|e| e.display(&name).to_string())
+                .collect();
+            format!("{}[{}]", self.tensor(a.tensor).name, idx.join(", "))
+        };
+        fn expr(e: &Expr, prec: u8, access: &dyn Fn(&Access) -> String) -> String {
+            match e {
+                Expr::Const(c) => format!("{c}"),
+                Expr::Read(a) => access(a),
+                Expr::Neg(x) => format!("-{}", expr(x, 3, access)),
+                Expr::Call(f, args) => {
+                    let args: Vec<String> = args.iter().map(|a| expr(a, 0, access)).collect();
+                    format!("{}({})", f.name(), args.join(", "))
+                }
+                Expr::Binary(op, a, b) => {
+                    let (p, sym) = match op {
+                        BinOp::Add => (1, "+"),
+                        BinOp::Sub => (1, "-"),
+                        BinOp::Mul => (2, "*"),
+                        BinOp::Div => (2, "/"),
+                    };
+                    let text = format!("{} {sym} {}", expr(a, p, access), expr(b, p + 1, access));
+                    if p < prec {
+                        format!("({text})")
+                    } else {
+                        text
+                    }
+                }
+            }
+        }
+        format!(
+            "{} {} {}",
+            access(&st.lhs),
+            st.op.as_str(),
+            expr(&st.rhs, 0, &access)
+        )
     }
 
     /// Choose which tensors a run returns.
@@ -268,6 +315,7 @@ pub fn check(
         statements,
         source,
         outputs: Vec::new(),
+        notes: Vec::new(),
     };
     program.select_outputs(&OutputSelection::default())?;
     Ok(program)

@@ -8,7 +8,7 @@ use crate::check::{self, Origin};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ir::{self, BufKind};
 use crate::syntax::ast;
-use crate::{lower, syntax};
+use crate::{contract, lower, syntax};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -179,6 +179,7 @@ pub struct Formula {
     ast: ast::Program,
     input_names: Vec<String>,
     outputs: check::OutputSelection,
+    factor_products: bool,
     cache: Mutex<HashMap<ShapeKey, Arc<Kernel>>>,
 }
 
@@ -193,8 +194,18 @@ impl Formula {
             ast,
             input_names,
             outputs: check::OutputSelection::default(),
+            factor_products: true,
             cache: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Whether products of three or more tensors are factored into pairwise
+    /// contractions in the cheapest order (default), or run as the single
+    /// loop nest the formula describes.
+    pub fn with_factoring(mut self, factor_products: bool) -> Formula {
+        self.factor_products = factor_products;
+        self.cache.get_mut().expect("cache lock").clear();
+        self
     }
 
     /// Choose what runs return (default: the tensors no statement reads).
@@ -252,6 +263,9 @@ impl Formula {
         let mut program = check::check(&self.ast, self.source.clone(), &shapes)
             .map_err(|e| e.with_source(&self.source))?;
         program.select_outputs(&self.outputs)?;
+        if self.factor_products {
+            program = contract::factor_products(&program).0;
+        }
         Ok(Kernel::from_checked(program))
     }
 
