@@ -34,6 +34,7 @@ pub fn lower(program: &Program) -> Func {
     let mut func = Func {
         buffers,
         var_names: Vec::new(),
+        locals: Vec::new(),
         body: Vec::new(),
     };
     for st in &program.statements {
@@ -63,10 +64,7 @@ fn lower_statement(func: &mut Func, st: &check::Statement) {
         }
         Init::CopyOf(src) => {
             let src = BufId(src.0);
-            let nest = fill_nest(func, out, |index| ir::Expr::Load {
-                buf: src,
-                index: index.to_vec(),
-            });
+            let nest = fill_nest(func, out, |index| ir::Expr::load(src, index.to_vec()));
             func.body.push(nest);
         }
         Init::Existing => {}
@@ -230,10 +228,9 @@ fn lower_expr(e: &check::Expr, rename: &dyn Fn(&Affine) -> Affine) -> ir::Expr {
     let un = |op, x: &check::Expr| ir::Expr::Unary(op, Box::new(lower_expr(x, rename)));
     match e {
         check::Expr::Const(c) => ir::Expr::Const(*c),
-        check::Expr::Read(a) => ir::Expr::Load {
-            buf: BufId(a.tensor.0),
-            index: a.index.iter().map(rename).collect(),
-        },
+        check::Expr::Read(a) => {
+            ir::Expr::load(BufId(a.tensor.0), a.index.iter().map(rename).collect())
+        }
         check::Expr::Neg(x) => un(UnOp::Neg, x),
         check::Expr::Binary(op, a, b) => {
             let op = match op {

@@ -15,6 +15,7 @@ pub fn interpret(func: &Func, data: &mut [Vec<f32>]) {
         func,
         strides,
         env: vec![0; func.var_names.len()],
+        locals: vec![Value::splat(0.0, 1); func.locals.len()],
         data,
     };
     for s in &func.body {
@@ -37,21 +38,64 @@ pub(crate) fn loop_range(l: &Loop, env: &[i64]) -> (i64, i64) {
     (lo, hi)
 }
 
+/// A scalar or a vector: `lanes` valid entries.
+#[derive(Clone, Copy, Debug)]
+struct Value {
+    lanes: u32,
+    v: [f32; LANES as usize],
+}
+
+impl Value {
+    fn splat(x: f32, lanes: u32) -> Value {
+        Value {
+            lanes,
+            v: [x; LANES as usize],
+        }
+    }
+
+    fn map(self, f: impl Fn(f32) -> f32) -> Value {
+        Value {
+            lanes: self.lanes,
+            v: self.v.map(f),
+        }
+    }
+
+    fn zip(self, other: Value, f: impl Fn(f32, f32) -> f32) -> Value {
+        assert_eq!(self.lanes, other.lanes, "operands of equal width");
+        let mut v = self.v;
+        for (x, y) in v.iter_mut().zip(other.v) {
+            *x = f(*x, y);
+        }
+        Value {
+            lanes: self.lanes,
+            v,
+        }
+    }
+}
+
 struct Machine<'a> {
     func: &'a Func,
     strides: Vec<Vec<i64>>,
     env: Vec<i64>,
+    locals: Vec<Value>,
     data: &'a mut [Vec<f32>],
 }
 
 impl Machine<'_> {
-    fn offset(&self, buf: BufId, index: &[Affine]) -> usize {
+    /// Offset of the first of `lanes` consecutive elements (along the last
+    /// dimension) from `index`, all of which must be inside the buffer.
+    fn offset(&self, buf: BufId, index: &[Affine], lanes: u32) -> usize {
         let b = &self.func.buffers[buf.index()];
         let mut off = 0i64;
         for (d, e) in index.iter().enumerate() {
             let i = e.eval(&self.env);
+            let last = if d + 1 == index.len() {
+                lanes as i64 - 1
+            } else {
+                0
+            };
             assert!(
-                (0..b.shape[d] as i64).contains(&i),
+                i >= 0 && i + last < b.shape[d] as i64,
                 "out-of-bounds access {}[.., {i}, ..] (dimension {d} of size {})",
                 b.name,
                 b.shape[d]
@@ -79,22 +123,44 @@ impl Machine<'_> {
                 combine,
             } => {
                 let v = self.expr(value);
-                let off = self.offset(*buf, index);
-                let slot = &mut self.data[buf.index()][off];
+                let off = self.offset(*buf, index, v.lanes);
+                let slots = &mut self.data[buf.index()][off..off + v.lanes as usize];
+                for (slot, x) in slots.iter_mut().zip(v.v) {
+                    *slot = match combine {
+                        None => x,
+                        Some(c) => c.apply(*slot, x),
+                    };
+                }
+            }
+            Stmt::Assign {
+                local,
+                value,
+                combine,
+            } => {
+                let v = self.expr(value);
+                let slot = &mut self.locals[local.index()];
                 *slot = match combine {
                     None => v,
-                    Some(c) => c.apply(*slot, v),
+                    Some(c) => slot.zip(v, |a, b| c.apply(a, b)),
                 };
             }
         }
     }
 
-    fn expr(&self, e: &Expr) -> f32 {
+    fn expr(&self, e: &Expr) -> Value {
         match e {
-            Expr::Const(c) => *c,
-            Expr::Load { buf, index } => self.data[buf.index()][self.offset(*buf, index)],
-            Expr::Unary(op, x) => op.eval(self.expr(x)),
-            Expr::Binary(op, a, b) => op.eval(self.expr(a), self.expr(b)),
+            Expr::Const(c) => Value::splat(*c, 1),
+            Expr::Load { buf, index, lanes } => {
+                let off = self.offset(*buf, index, *lanes);
+                let mut v = Value::splat(0.0, *lanes);
+                v.v[..*lanes as usize]
+                    .copy_from_slice(&self.data[buf.index()][off..off + *lanes as usize]);
+                v
+            }
+            Expr::Broadcast(x) => Value::splat(self.expr(x).v[0], LANES),
+            Expr::Local(l) => self.locals[l.index()],
+            Expr::Unary(op, x) => self.expr(x).map(|x| op.eval(x)),
+            Expr::Binary(op, a, b) => self.expr(a).zip(self.expr(b), |x, y| op.eval(x, y)),
         }
     }
 }

@@ -108,12 +108,41 @@ pub struct Loop {
 pub enum Stmt {
     Loop(Loop),
     /// `buf[index] = value`, or `buf[index] = combine(buf[index], value)`.
+    /// A vector value writes its lanes to consecutive elements of the last
+    /// dimension, starting at `index`.
     Store {
         buf: BufId,
         index: Vec<Affine>,
         value: Expr,
         combine: Option<Combine>,
     },
+    /// `local = value`, or `local = combine(local, value)`: a register.
+    Assign {
+        local: LocalId,
+        value: Expr,
+        combine: Option<Combine>,
+    },
+}
+
+/// Width of the vectors the scheduler emits: F32X4, the widest Cranelift
+/// compiles on x86.
+pub const LANES: u32 = 4;
+
+/// A function-local value held in a register (an accumulator).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LocalId(pub u32);
+
+impl LocalId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Local {
+    pub name: String,
+    /// 1 for a scalar, [`LANES`] for a vector.
+    pub lanes: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -138,12 +167,32 @@ pub enum BinOp {
     Min,
 }
 
+/// A scalar or vector value. Operands of an operation have equal widths.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Expr {
     Const(f32),
-    Load { buf: BufId, index: Vec<Affine> },
+    /// `lanes` consecutive elements of the last dimension, from `index`.
+    Load {
+        buf: BufId,
+        index: Vec<Affine>,
+        lanes: u32,
+    },
+    /// A scalar repeated in every lane of a vector.
+    Broadcast(Box<Expr>),
+    Local(LocalId),
     Unary(UnOp, Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
+}
+
+impl Expr {
+    /// A scalar load.
+    pub fn load(buf: BufId, index: Vec<Affine>) -> Expr {
+        Expr::Load {
+            buf,
+            index,
+            lanes: 1,
+        }
+    }
 }
 
 /// A whole program as one function over its buffers.
@@ -152,6 +201,8 @@ pub struct Func {
     pub buffers: Vec<Buffer>,
     /// Loop variable names, indexed by `Var` (names may repeat across nests).
     pub var_names: Vec<String>,
+    /// Registers, indexed by `LocalId`.
+    pub locals: Vec<Local>,
     pub body: Vec<Stmt>,
 }
 
@@ -163,6 +214,23 @@ impl Func {
     pub fn new_var(&mut self, name: String) -> Var {
         self.var_names.push(name);
         Var(self.var_names.len() as u32 - 1)
+    }
+
+    pub fn new_local(&mut self, name: String, lanes: u32) -> LocalId {
+        self.locals.push(Local { name, lanes });
+        LocalId(self.locals.len() as u32 - 1)
+    }
+
+    /// The width of a value: 1 (scalar) or [`LANES`].
+    pub fn lanes(&self, e: &Expr) -> u32 {
+        match e {
+            Expr::Const(_) => 1,
+            Expr::Load { lanes, .. } => *lanes,
+            Expr::Broadcast(_) => LANES,
+            Expr::Local(l) => self.locals[l.index()].lanes,
+            Expr::Unary(_, x) => self.lanes(x),
+            Expr::Binary(_, a, _) => self.lanes(a),
+        }
     }
 }
 

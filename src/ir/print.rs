@@ -75,7 +75,18 @@ impl Func {
                     let _ = write!(out, "{c:?}");
                 }
             }
-            Expr::Load { buf, index } => out.push_str(&self.access(*buf, index)),
+            Expr::Load { buf, index, lanes } => {
+                out.push_str(&self.access(*buf, index));
+                if *lanes > 1 {
+                    let _ = write!(out, "x{lanes}");
+                }
+            }
+            Expr::Broadcast(x) => {
+                out.push_str("splat(");
+                self.write_expr(x, 0, out);
+                out.push(')');
+            }
+            Expr::Local(l) => out.push_str(&self.locals[l.index()].name),
             Expr::Unary(UnOp::Neg, x) => {
                 out.push('-');
                 self.write_expr(x, 3, out);
@@ -142,7 +153,11 @@ impl Func {
                 value,
                 combine,
             } => {
-                let target = self.access(*buf, index);
+                let lanes = self.lanes(value);
+                let mut target = self.access(*buf, index);
+                if lanes > 1 {
+                    target.push_str(&format!("x{lanes}"));
+                }
                 let value = self.expr(value);
                 match combine {
                     None => writeln!(f, "{pad}{target} = {value}"),
@@ -150,6 +165,20 @@ impl Func {
                     Some(Combine::Max) => writeln!(f, "{pad}{target} max= {value}"),
                     Some(Combine::Min) => writeln!(f, "{pad}{target} min= {value}"),
                 }
+            }
+            Stmt::Assign {
+                local,
+                value,
+                combine,
+            } => {
+                let target = &self.locals[local.index()].name;
+                let op = match combine {
+                    None => "=",
+                    Some(Combine::Sum) => "+=",
+                    Some(Combine::Max) => "max=",
+                    Some(Combine::Min) => "min=",
+                };
+                writeln!(f, "{pad}{target} {op} {}", self.expr(value))
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Structural checks of a function: every variable used is bound by an
 //! enclosing loop, every access has its buffer's rank, loop variables are not
-//! rebound. Run after lowering and after every schedule pass.
+//! rebound, operands and targets have matching widths. Run after lowering
+//! and after every schedule pass.
 
 use super::*;
 
@@ -41,9 +42,25 @@ fn access_ok(func: &Func, buf: BufId, index: &[Affine], bound: &[Var]) -> Result
 fn expr(func: &Func, e: &Expr, bound: &[Var]) -> Result<(), String> {
     match e {
         Expr::Const(_) => Ok(()),
-        Expr::Load { buf, index } => access_ok(func, *buf, index, bound),
+        Expr::Load { buf, index, lanes } => {
+            if *lanes != 1 && *lanes != LANES {
+                return Err(format!("load of {lanes} lanes"));
+            }
+            access_ok(func, *buf, index, bound)
+        }
+        Expr::Broadcast(x) => match func.lanes(x) {
+            1 => expr(func, x, bound),
+            n => Err(format!("broadcast of a {n}-lane value")),
+        },
+        Expr::Local(l) if l.index() >= func.locals.len() => Err(format!("unknown local {}", l.0)),
+        Expr::Local(_) => Ok(()),
         Expr::Unary(_, x) => expr(func, x, bound),
-        Expr::Binary(_, a, b) => expr(func, a, bound).and(expr(func, b, bound)),
+        Expr::Binary(_, a, b) => {
+            if func.lanes(a) != func.lanes(b) {
+                return Err(format!("operands of different widths in {}", func.expr(e)));
+            }
+            expr(func, a, bound).and(expr(func, b, bound))
+        }
     }
 }
 
@@ -72,6 +89,21 @@ fn stmt(func: &Func, s: &Stmt, bound: &mut Vec<Var>) -> Result<(), String> {
             buf, index, value, ..
         } => {
             access_ok(func, *buf, index, bound)?;
+            expr(func, value, bound)
+        }
+        Stmt::Assign { local, value, .. } => {
+            let l = func
+                .locals
+                .get(local.index())
+                .ok_or_else(|| format!("unknown local {}", local.0))?;
+            if l.lanes != func.lanes(value) {
+                return Err(format!(
+                    "{} has {} lanes, assigned {}",
+                    l.name,
+                    l.lanes,
+                    func.expr(value)
+                ));
+            }
             expr(func, value, bound)
         }
     }
