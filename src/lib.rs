@@ -23,6 +23,7 @@ pub mod ir;
 pub mod lower;
 pub mod reference;
 pub mod runtime;
+pub mod schedule;
 pub mod syntax;
 
 pub use error::{Error, ErrorKind, Result, Span};

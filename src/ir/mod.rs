@@ -5,6 +5,7 @@
 
 mod interp;
 mod print;
+mod rewrite;
 mod verify;
 
 pub use interp::interpret;
@@ -92,6 +93,9 @@ pub enum LoopKind {
     Vectorized(u32),
     /// Body repeated in the generated code.
     Unrolled,
+    /// Serial, with the output elements written inside kept in registers
+    /// across it (realised by `schedule::accumulate`).
+    Accumulating,
 }
 
 /// `for var in max(lo...)..min(hi...)`: the domain restriction lives in the bounds.

@@ -134,6 +134,7 @@ impl Func {
                     LoopKind::Parallel => " parallel".into(),
                     LoopKind::Vectorized(w) => format!(" vectorized({w})"),
                     LoopKind::Unrolled => " unrolled".into(),
+                    LoopKind::Accumulating => " accumulating".into(),
                 };
                 writeln!(
                     f,

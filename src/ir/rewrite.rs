@@ -1,0 +1,115 @@
+//! Small structural rewrites shared by the schedule passes.
+
+use super::*;
+
+impl Stmt {
+    /// The statement with loop variable `v` replaced by `by` everywhere
+    /// (indices, bounds of inner loops).
+    pub fn substitute(&self, v: Var, by: &Affine) -> Stmt {
+        let sub = |e: &Affine| {
+            e.substitute(v, by)
+                .expect("substituted index stays in range")
+        };
+        match self {
+            Stmt::Loop(l) => {
+                let bound = |b: &Bound| Bound {
+                    expr: sub(&b.expr),
+                    div: b.div,
+                };
+                Stmt::Loop(Loop {
+                    var: l.var,
+                    lo: l.lo.iter().map(bound).collect(),
+                    hi: l.hi.iter().map(bound).collect(),
+                    kind: l.kind,
+                    body: l.body.iter().map(|s| s.substitute(v, by)).collect(),
+                })
+            }
+            Stmt::Store {
+                buf,
+                index,
+                value,
+                combine,
+            } => Stmt::Store {
+                buf: *buf,
+                index: index.iter().map(sub).collect(),
+                value: value.substitute(v, by),
+                combine: *combine,
+            },
+            Stmt::Assign {
+                local,
+                value,
+                combine,
+            } => Stmt::Assign {
+                local: *local,
+                value: value.substitute(v, by),
+                combine: *combine,
+            },
+        }
+    }
+}
+
+impl Expr {
+    pub fn substitute(&self, v: Var, by: &Affine) -> Expr {
+        self.map_loads(&|buf, index, lanes| Expr::Load {
+            buf,
+            index: index
+                .iter()
+                .map(|e| {
+                    e.substitute(v, by)
+                        .expect("substituted index stays in range")
+                })
+                .collect(),
+            lanes,
+        })
+    }
+
+    /// The expression with every load replaced by `f(buf, index, lanes)`.
+    pub fn map_loads(&self, f: &dyn Fn(BufId, &[Affine], u32) -> Expr) -> Expr {
+        match self {
+            Expr::Load { buf, index, lanes } => f(*buf, index, *lanes),
+            Expr::Const(_) | Expr::Local(_) => self.clone(),
+            Expr::Broadcast(x) => Expr::Broadcast(Box::new(x.map_loads(f))),
+            Expr::Unary(op, x) => Expr::Unary(*op, Box::new(x.map_loads(f))),
+            Expr::Binary(op, a, b) => {
+                Expr::Binary(*op, Box::new(a.map_loads(f)), Box::new(b.map_loads(f)))
+            }
+        }
+    }
+
+    /// Whether any load index uses `v`.
+    pub fn uses_var(&self, v: Var) -> bool {
+        match self {
+            Expr::Load { index, .. } => index.iter().any(|e| e.coeff(v) != 0),
+            Expr::Const(_) | Expr::Local(_) => false,
+            Expr::Broadcast(x) | Expr::Unary(_, x) => x.uses_var(v),
+            Expr::Binary(_, a, b) => a.uses_var(v) || b.uses_var(v),
+        }
+    }
+
+    /// Whether the expression loads from `buf`.
+    pub fn reads(&self, buf: BufId) -> bool {
+        match self {
+            Expr::Load { buf: b, .. } => *b == buf,
+            Expr::Const(_) | Expr::Local(_) => false,
+            Expr::Broadcast(x) | Expr::Unary(_, x) => x.reads(buf),
+            Expr::Binary(_, a, b) => a.reads(buf) || b.reads(buf),
+        }
+    }
+}
+
+impl Loop {
+    /// The loop's trip range when its bounds are constants.
+    pub fn constant_range(&self) -> Option<(i64, i64)> {
+        let lo = self
+            .lo
+            .iter()
+            .map(|b| b.as_constant().map(|c| crate::affine::ceil_div(c, b.div)))
+            .collect::<Option<Vec<_>>>()?;
+        let hi = self
+            .hi
+            .iter()
+            .map(|b| b.as_constant().map(|c| crate::affine::floor_div(c, b.div)))
+            .collect::<Option<Vec<_>>>()?;
+        Some((lo.into_iter().max()?, hi.into_iter().min()?))
+    }
+}

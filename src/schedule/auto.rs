@@ -1,0 +1,153 @@
+//! The automatic schedule: a register-blocked, vectorized nest chosen from
+//! the statement's access pattern.
+//!
+//! - The vector dimension `v` is the output's last index when it is a plain
+//!   output variable that every read uses contiguously (last index, step 1)
+//!   or not at all: those reads become 4-lane loads, the rest broadcasts.
+//! - The register-row dimension `u` is an output variable of a read that
+//!   does not use `v` (GEMM's `A[i,k]`, a convolution's weights `W[k,..]`):
+//!   one broadcast of it feeds a whole row of vectors.
+//! - The tile is `MR` rows × `NR` lanes (6 × 8: twelve F32X4 accumulators,
+//!   which with two B vectors and a broadcast fit x86's 16 registers),
+//!   unrolled and vectorized inside all reduction loops, accumulating in
+//!   registers across them; boundaries (padding, partial tiles) are peeled.
+//! - The outermost output dimension with more than one iteration is marked
+//!   parallel.
+//!
+//! Statements with no such dimension keep the naive nest.
+
+use super::{Directive, Schedule};
+use crate::affine::Var;
+use crate::check::Statement;
+use crate::ir::LANES;
+
+/// Accumulator rows of the register tile.
+const MR: i64 = 6;
+/// Lanes per row of the register tile (two F32X4 vectors).
+const NR: i64 = 8;
+
+/// A schedule for `st` chosen from its shapes and access strides.
+pub fn auto_schedule(st: &Statement) -> Schedule {
+    let extent = |v: usize| st.vars[v].hi - st.vars[v].lo;
+    let Some(v) = vector_dim(st) else {
+        return Schedule::default();
+    };
+    if extent(v) < i64::from(LANES) {
+        return Schedule::default();
+    }
+    let name = |v: usize| st.vars[v].name.clone();
+    let reads = st.rhs.reads();
+    // Row dimension: an output variable of a read that does not use `v`.
+    let u = (0..st.vars.len())
+        .filter(|&u| u != v && !st.vars[u].reduced && extent(u) > 1)
+        .filter(|&u| {
+            reads.iter().any(|a| {
+                a.index.iter().all(|e| e.coeff(Var(v as u32)) == 0)
+                    && a.index.iter().any(|e| e.coeff(Var(u as u32)) != 0)
+            })
+        })
+        .max_by_key(|&u| (extent(u).min(MR), std::cmp::Reverse(u)));
+
+    let mut d = Vec::new();
+    let (vn, nr) = (
+        name(v),
+        if extent(v) >= NR {
+            NR
+        } else {
+            i64::from(LANES)
+        },
+    );
+    d.push(Directive::Split {
+        var: vn.clone(),
+        factor: nr as u32,
+    });
+    let (vo, vi) = (format!("{vn}o"), format!("{vn}i"));
+    let mut inner = Vec::new();
+    let vector = if nr > i64::from(LANES) {
+        d.push(Directive::Split {
+            var: vi.clone(),
+            factor: LANES,
+        });
+        inner.push(format!("{vi}o"));
+        format!("{vi}i")
+    } else {
+        vi.clone()
+    };
+    let mut outer: Vec<String> = Vec::new();
+    let mut tile_outer = Vec::new();
+    if let Some(u) = u {
+        let un = name(u);
+        let mr = extent(u).min(MR);
+        if mr > 1 && extent(u) > mr {
+            d.push(Directive::Split {
+                var: un.clone(),
+                factor: mr as u32,
+            });
+            tile_outer.push(format!("{un}o"));
+            inner.insert(0, format!("{un}i"));
+        } else {
+            inner.insert(0, un);
+        }
+    }
+    for (k, var) in st.vars.iter().enumerate() {
+        if !var.reduced && k != v && Some(k) != u {
+            outer.push(var.name.clone());
+        }
+    }
+    let reduced: Vec<String> = st
+        .vars
+        .iter()
+        .filter(|x| x.reduced)
+        .map(|x| x.name.clone())
+        .collect();
+    let mut order = outer.clone();
+    order.extend(tile_outer.iter().cloned());
+    order.push(vo.clone());
+    order.extend(reduced.iter().cloned());
+    order.extend(inner.iter().cloned());
+    order.push(vector.clone());
+    d.push(Directive::Reorder(order));
+    for l in &inner {
+        d.push(Directive::Unroll(l.clone()));
+    }
+    d.push(Directive::Vectorize(vector));
+    if let Some(r) = reduced.first() {
+        d.push(Directive::Accumulate(r.clone()));
+    }
+    // Parallel: the outermost output loop with more than one iteration.
+    let trips = |n: &String| -> i64 {
+        match st.vars.iter().position(|x| &x.name == n) {
+            Some(k) => extent(k),
+            None if Some(n) == tile_outer.first() => u.map_or(1, |u| (extent(u) + MR - 1) / MR),
+            None => (extent(v) + nr - 1) / nr,
+        }
+    };
+    if let Some(p) = outer
+        .iter()
+        .chain(&tile_outer)
+        .chain([&vo])
+        .find(|n| trips(n) > 1)
+    {
+        d.push(Directive::Parallel(p.clone()));
+    }
+    Schedule(d)
+}
+
+/// The output's last index variable, if every read uses it contiguously or not at all.
+fn vector_dim(st: &Statement) -> Option<usize> {
+    let last = st.lhs.index.last()?.as_var()?;
+    if st.lhs.index[..st.lhs.index.len() - 1]
+        .iter()
+        .any(|e| e.coeff(last) != 0)
+    {
+        return None;
+    }
+    let contiguous = st.rhs.reads().iter().all(|a| {
+        let n = a.index.len();
+        let uses = a.index.iter().any(|e| e.coeff(last) != 0);
+        !uses
+            || (a.index[n - 1].coeff(last) == 1
+                && a.index[..n - 1].iter().all(|e| e.coeff(last) == 0))
+    });
+    contiguous.then_some(last.index())
+}

@@ -1,0 +1,145 @@
+//! Schedules: data that says how a statement's loop nest is shaped. A
+//! [`Schedule`] is an ordered list of [`Directive`]s, printable and parseable
+//! (`split i 4; reorder io jo ii ji; vectorize ji; unroll ii; parallel io`).
+//! Directives edit the statement's [`Spec`] (the loop structure before it is
+//! built); lowering builds the nest from it; then the IR → IR passes realise
+//! the marks: [`unroll`], [`vectorize`] (to F32X4 lanes) and [`accumulate`]
+//! (output tiles in registers across a reduction loop).
+//!
+//! Floating-point sums may be reassociated by a schedule (splitting and
+//! reordering reduction loops, vector lanes): results agree with the
+//! reference evaluator to rounding, not bit for bit.
+
+mod accumulate;
+mod auto;
+mod spec;
+mod unroll;
+mod vectorize;
+
+pub use accumulate::accumulate;
+pub use auto::auto_schedule;
+pub use spec::{is_trivial, Constraint, Dim, Spec};
+pub use unroll::unroll;
+pub use vectorize::vectorize;
+
+use crate::check::{Program, Statement};
+use crate::error::{Error, ErrorKind, Result};
+use crate::ir::Func;
+use std::fmt;
+use std::str::FromStr;
+
+/// One scheduling step, naming loops by their names in the nest.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Directive {
+    /// `split i 4`: loop `i` becomes `io` (tiles) around `ii` (4 iterations);
+    /// a partial last tile is handled exactly.
+    Split { var: String, factor: u32 },
+    /// `reorder a b c`: these loops take their slots in this order.
+    Reorder(Vec<String>),
+    /// `unroll ii`: repeat the body in the generated code (constant trips).
+    Unroll(String),
+    /// `vectorize ji`: the innermost 4-iteration loop becomes F32X4 lanes.
+    Vectorize(String),
+    /// `parallel io`: iterations split between worker threads.
+    Parallel(String),
+    /// `peel jo`: run the boundary iterations of `jo` apart, so that the
+    /// loops inside carry no bound depending on it in the interior.
+    Peel(String),
+    /// `accumulate k`: keep the output elements written inside loop `k` in
+    /// registers across it (register blocking, with `unroll`).
+    Accumulate(String),
+}
+
+/// An ordered list of directives for one statement.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Schedule(pub Vec<Directive>);
+
+impl fmt::Display for Directive {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Directive::Split { var, factor } => write!(f, "split {var} {factor}"),
+            Directive::Reorder(names) => write!(f, "reorder {}", names.join(" ")),
+            Directive::Unroll(v) => write!(f, "unroll {v}"),
+            Directive::Vectorize(v) => write!(f, "vectorize {v}"),
+            Directive::Parallel(v) => write!(f, "parallel {v}"),
+            Directive::Peel(v) => write!(f, "peel {v}"),
+            Directive::Accumulate(v) => write!(f, "accumulate {v}"),
+        }
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&parts.join("; "))
+    }
+}
+
+impl FromStr for Schedule {
+    type Err = Error;
+
+    /// Parse `split i 4; reorder io ii; ...` (`;` or newlines between directives).
+    fn from_str(text: &str) -> Result<Schedule> {
+        let err = |msg: String| Error::unspanned(ErrorKind::Schedule(msg));
+        let mut out = Vec::new();
+        for part in text
+            .split([';', '\n'])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let words: Vec<&str> = part.split_whitespace().collect();
+            let one = |words: &[&str]| -> Result<String> {
+                match words {
+                    [_, name] => Ok(name.to_string()),
+                    _ => Err(err(format!("`{part}`: expected `{} LOOP`", words[0]))),
+                }
+            };
+            out.push(match words[0] {
+                "split" => match words.as_slice() {
+                    [_, var, factor] => Directive::Split {
+                        var: var.to_string(),
+                        factor: factor
+                            .parse()
+                            .map_err(|_| err(format!("`{part}`: the factor must be a positive integer")))?,
+                    },
+                    _ => return Err(err(format!("`{part}`: expected `split LOOP FACTOR`"))),
+                },
+                "reorder" if words.len() >= 3 => Directive::Reorder(words[1..].iter().map(|w| w.to_string()).collect()),
+                "reorder" => return Err(err(format!("`{part}`: expected `reorder LOOP LOOP ...`"))),
+                "unroll" => Directive::Unroll(one(&words)?),
+                "vectorize" => Directive::Vectorize(one(&words)?),
+                "parallel" => Directive::Parallel(one(&words)?),
+                "peel" => Directive::Peel(one(&words)?),
+                "accumulate" => Directive::Accumulate(one(&words)?),
+                other => {
+                    return Err(err(format!(
+                        "unknown directive `{other}` (split, reorder, unroll, vectorize, parallel, peel, accumulate)"
+                    )))
+                }
+            });
+        }
+        Ok(Schedule(out))
+    }
+}
+
+/// The spec of a statement after a schedule's directives, or the error of the
+/// first illegal one (with the statement's span).
+pub fn plan(program: &Program, st: &Statement, schedule: &Schedule) -> Result<Spec> {
+    let shape_of = |t: usize| program.tensors[t].shape.clone();
+    let mut spec = Spec::naive(st);
+    for d in &schedule.0 {
+        spec.apply(d, st, &shape_of).map_err(|msg| {
+            Error::new(ErrorKind::Schedule(format!("`{d}`: {msg}")), st.span)
+                .with_source(&program.source)
+        })?;
+    }
+    Ok(spec)
+}
+
+/// Realise the marks of a built nest: unroll, then vectorize, then keep
+/// accumulators in registers.
+pub fn realise(func: &Func) -> Result<Func> {
+    let func = unroll(func);
+    let func = vectorize(&func).map_err(|m| Error::unspanned(ErrorKind::Schedule(m)))?;
+    Ok(accumulate(&func))
+}

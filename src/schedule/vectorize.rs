@@ -1,0 +1,119 @@
+//! Realise `vectorized(4)` loops as F32X4 lanes: a loop of exactly four
+//! iterations whose body is stores becomes those stores on vectors. A load
+//! contiguous in the loop variable (last index `... + v`, `v` nowhere else)
+//! becomes a 4-lane load; a value not depending on `v` is broadcast. Loops
+//! without constant bounds (boundary copies of peeled loops) stay scalar.
+
+use crate::affine::{Affine, Var};
+use crate::ir::{Expr, Func, Loop, LoopKind, Stmt, LANES};
+
+pub fn vectorize(func: &Func) -> Result<Func, String> {
+    let body = func
+        .body
+        .iter()
+        .map(|s| vectorize_stmt(func, s))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Func {
+        body: body.into_iter().flatten().collect(),
+        ..func.clone()
+    })
+}
+
+fn vectorize_stmt(func: &Func, s: &Stmt) -> Result<Vec<Stmt>, String> {
+    let Stmt::Loop(l) = s else {
+        return Ok(vec![s.clone()]);
+    };
+    if let LoopKind::Vectorized(w) = l.kind {
+        match l.constant_range() {
+            Some((lo, hi)) if hi - lo == i64::from(w) && w == LANES => return lanes(func, l, lo),
+            _ => {}
+        }
+    }
+    let mut l = l.clone();
+    if matches!(l.kind, LoopKind::Vectorized(_)) {
+        l.kind = LoopKind::Serial;
+    }
+    let body = l
+        .body
+        .iter()
+        .map(|s| vectorize_stmt(func, s))
+        .collect::<Result<Vec<_>, _>>()?;
+    l.body = body.into_iter().flatten().collect();
+    Ok(vec![Stmt::Loop(l)])
+}
+
+/// Whether `index` is contiguous in `v`: `v` only in the last index, with coefficient 1.
+fn contiguous(index: &[Affine], v: Var) -> bool {
+    let n = index.len();
+    n > 0 && index[n - 1].coeff(v) == 1 && index[..n - 1].iter().all(|e| e.coeff(v) == 0)
+}
+
+fn lanes(func: &Func, l: &Loop, first: i64) -> Result<Vec<Stmt>, String> {
+    let name = func.var_name(l.var);
+    let at_first = |e: &Affine| {
+        e.substitute(l.var, &Affine::constant(first))
+            .expect("in range")
+    };
+    l.body
+        .iter()
+        .map(|s| match s {
+            Stmt::Store {
+                buf,
+                index,
+                value,
+                combine,
+            } => {
+                if !contiguous(index, l.var) {
+                    return Err(format!(
+                        "cannot vectorize `{name}`: the store to {} is not contiguous in it",
+                        func.buffers[buf.index()].name
+                    ));
+                }
+                Ok(Stmt::Store {
+                    buf: *buf,
+                    index: index.iter().map(at_first).collect(),
+                    value: vector_value(func, value, l.var, first, name)?,
+                    combine: *combine,
+                })
+            }
+            _ => Err(format!(
+                "cannot vectorize `{name}`: it is not the innermost loop"
+            )),
+        })
+        .collect()
+}
+
+fn vector_value(func: &Func, e: &Expr, v: Var, first: i64, name: &str) -> Result<Expr, String> {
+    if !e.uses_var(v) {
+        return Ok(Expr::Broadcast(Box::new(e.clone())));
+    }
+    Ok(match e {
+        Expr::Load {
+            buf,
+            index,
+            lanes: 1,
+        } if contiguous(index, v) => Expr::Load {
+            buf: *buf,
+            index: index
+                .iter()
+                .map(|x| x.substitute(v, &Affine::constant(first)).expect("in range"))
+                .collect(),
+            lanes: LANES,
+        },
+        Expr::Load { buf, .. } => {
+            return Err(format!(
+                "cannot vectorize `{name}`: the load from {} is not contiguous in it (no gathers)",
+                func.buffers[buf.index()].name
+            ))
+        }
+        Expr::Unary(op, x) => Expr::Unary(*op, Box::new(vector_value(func, x, v, first, name)?)),
+        Expr::Binary(op, a, b) => Expr::Binary(
+            *op,
+            Box::new(vector_value(func, a, v, first, name)?),
+            Box::new(vector_value(func, b, v, first, name)?),
+        ),
+        Expr::Const(_) | Expr::Local(_) | Expr::Broadcast(_) => {
+            unreachable!("does not use the variable")
+        }
+    })
+}

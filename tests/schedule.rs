@@ -1,0 +1,327 @@
+//! Schedules: parsing and printing, typed errors for illegal directives, and
+//! every legal schedule computing what the reference evaluator computes —
+//! tails, size-1 dimensions, padding and scatter included.
+
+mod common;
+use common::*;
+use einjit::schedule::{self, Schedule};
+use einjit::{check_source, ir, lower};
+use proptest::prelude::*;
+
+/// Outputs of `src` under `sched` (one schedule for the first statement),
+/// through lowering, the realising passes and the interpreter; also the dump.
+fn scheduled(src: &str, inputs: &Inputs, sched: &str) -> Result<(Outputs, String), String> {
+    let program = check_source(src, &shapes(inputs)).map_err(|e| e.to_string())?;
+    let sched: Schedule = sched.parse().map_err(|e: einjit::Error| e.to_string())?;
+    let specs = program
+        .statements
+        .iter()
+        .enumerate()
+        .map(|(n, st)| {
+            let s = if n == 0 {
+                sched.clone()
+            } else {
+                Schedule::default()
+            };
+            schedule::plan(&program, st, &s)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let func = lower::lower_with(&program, &specs);
+    ir::verify(&func).map_err(|e| format!("built nest: {e}\n{func}"))?;
+    let func = schedule::realise(&func).map_err(|e| e.to_string())?;
+    ir::verify(&func).map_err(|e| format!("realised nest: {e}\n{func}"))?;
+    let mut data: Vec<Vec<f32>> = func
+        .buffers
+        .iter()
+        .map(|b| match b.kind {
+            ir::BufKind::Input => inputs[&b.name].iter().copied().collect(),
+            _ => vec![0.0; b.len()],
+        })
+        .collect();
+    ir::interpret(&func, &mut data);
+    let out = program
+        .outputs()
+        .into_iter()
+        .map(|t| {
+            let tensor = program.tensor(t);
+            let a = ArrayD::from_shape_vec(IxDyn(&tensor.shape), data[t.index()].clone()).unwrap();
+            (tensor.name.clone(), a)
+        })
+        .collect();
+    Ok((out, func.to_string()))
+}
+
+type Outputs = std::collections::HashMap<String, ArrayD<f32>>;
+
+fn check(src: &str, inputs: &Inputs, sched: &str) -> String {
+    let (got, dump) = scheduled(src, inputs, sched).unwrap_or_else(|e| panic!("{sched}: {e}"));
+    let want = reference(src, inputs);
+    for (name, w) in &want {
+        assert_close(&got[name], w, 1e-4);
+    }
+    dump
+}
+
+#[test]
+fn schedules_print_and_parse() {
+    let text = "split i 4; reorder io jo ii ji; vectorize ji; unroll ii; parallel io; peel jo; accumulate k";
+    let s: Schedule = text.parse().unwrap();
+    assert_eq!(s.0.len(), 7);
+    assert_eq!(s.to_string(), text);
+    assert_eq!(s.to_string().parse::<Schedule>().unwrap(), s);
+    let e = "split i".parse::<Schedule>().unwrap_err().to_string();
+    assert!(e.contains("expected `split LOOP FACTOR`"), "{e}");
+    let e = "tile i 4".parse::<Schedule>().unwrap_err().to_string();
+    assert!(e.contains("unknown directive `tile`"), "{e}");
+}
+
+fn gemm_inputs(m: usize, n: usize, k: usize) -> Inputs {
+    inputs(&[("A", rand(&[m, k], 1)), ("B", rand(&[k, n], 2))])
+}
+
+const GEMM: &str = "O[i,j] = A[i,k] * B[k,j]";
+
+#[test]
+fn illegal_directives_are_typed_errors_naming_the_loop() {
+    let i = gemm_inputs(8, 8, 8);
+    let err = |s: &str| scheduled(GEMM, &i, s).unwrap_err();
+    assert!(err("split q 4").contains("no loop `q` (loops: i, j, k)"));
+    assert!(err("split j 1").contains("the factor must be at least 2"));
+    assert!(
+        err("split j 4; vectorize ji").contains("cannot vectorize `ji`: only the innermost loop")
+    );
+    assert!(err("reorder k j; split j 8; vectorize ji").contains("it has 8 iterations"));
+    assert!(err("parallel k").contains("cannot parallelize `k`: it is a reduction loop"));
+    assert!(err("reorder j k; split k 4; vectorize ki")
+        .contains("cannot vectorize `ki`: it is a reduction loop"));
+    let big = gemm_inputs(100, 4, 4);
+    let e = scheduled(GEMM, &big, "unroll i").unwrap_err();
+    assert!(
+        e.contains("cannot unroll `i`: 100 iterations (at most 64)"),
+        "{e}"
+    );
+    let e = err("split i 4; split i 2");
+    assert!(e.contains("no loop `i`"), "{e}");
+    // A scatter: different `i` write the same elements.
+    let t = inputs(&[
+        ("I", rand(&[5], 1)),
+        ("W", rand(&[4], 2)),
+        ("O", rand(&[10], 3)),
+    ]);
+    let e = scheduled("O[2*i+rx-1] += I[i] * W[rx]", &t, "parallel i").unwrap_err();
+    assert!(
+        e.contains("cannot parallelize `i`: different iterations write the same output elements"),
+        "{e}"
+    );
+    // Errors render with the statement's line.
+    assert!(e.contains("1 | O[2*i+rx-1] += I[i] * W[rx]"), "{e}");
+}
+
+#[test]
+fn register_blocked_gemm_with_tails() {
+    // 4x8 tile: i by 4 (unrolled), j by 8 = 2 unrolled vectors, k accumulating.
+    let sched = "split i 4; split j 8; split ji 4; reorder io jo k ii jio jii; unroll ii; unroll jio; vectorize jii; accumulate k";
+    for (m, n, k) in [(8, 16, 5), (7, 17, 3), (1, 9, 1), (13, 24, 7)] {
+        let dump = check(GEMM, &gemm_inputs(m, n, k), sched);
+        if m % 4 == 0 && n % 8 == 0 {
+            assert!(dump.contains("acc0 = O[4*io, 8*jo]x4"), "{dump}");
+            assert!(
+                dump.contains("acc0 += splat(A[4*io, k]) * B[k, 8*jo]x4"),
+                "{dump}"
+            );
+            assert!(dump.contains("O[4*io + 3, 8*jo + 4]x4 = acc7"), "{dump}");
+        }
+    }
+}
+
+#[test]
+fn padded_convolution_peels_its_boundaries() {
+    let i = inputs(&[
+        ("I", rand(&[1, 3, 9, 10], 1)),
+        ("W", rand(&[5, 3, 3, 3], 2)),
+    ]);
+    let src = "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..9, j in 0..10";
+    let sched = "split j 4; reorder b k i jo c rx ry ji; vectorize ji; accumulate c";
+    let dump = check(src, &i, sched);
+    // The interior of `jo` runs vector code; its boundaries run scalar.
+    assert!(dump.contains("for jo in 1..2:"), "{dump}");
+    assert!(
+        dump.contains("I[b, c, i + rx - 1, 4*jo + ry - 1]x4"),
+        "{dump}"
+    );
+}
+
+#[test]
+fn scatter_and_pooling_schedules() {
+    let t = inputs(&[
+        ("I", rand(&[2, 3, 6], 1)),
+        ("W", rand(&[3, 4, 4], 2)),
+        ("O", rand(&[2, 4, 12], 3)),
+    ]);
+    check(
+        "O[b,k,2*i+rx-1] += I[b,c,i] * W[c,k,rx]",
+        &t,
+        "split i 4; reorder b k io c ii rx; unroll rx; parallel b",
+    );
+    let p = inputs(&[("I", rand(&[1, 2, 9, 16], 4))]);
+    let pool = "O[b,c,i,j] max= I[b,c,2*i+rx,2*j+ry] where rx in 0..2, ry in 0..2";
+    check(
+        pool,
+        &p,
+        "split j 4; reorder b c i jo rx ry ji; unroll rx; unroll ry; parallel c",
+    );
+    // Stride 2 in the vectorized loop would need a gather.
+    let e = scheduled(
+        pool,
+        &p,
+        "split j 4; reorder b c i jo rx ry ji; vectorize ji",
+    )
+    .unwrap_err();
+    assert!(e.contains("the load from I is not contiguous in it"), "{e}");
+}
+
+/// Random legal schedules: splits, a reorder, marks, on several operations.
+fn random_schedule(loops: &[&str], seed: &[u32]) -> String {
+    let mut names: Vec<String> = loops.iter().map(|s| s.to_string()).collect();
+    let mut out = Vec::new();
+    let mut inners = Vec::new();
+    let mut k = 0;
+    let mut next = || {
+        k += 1;
+        seed[k % seed.len()]
+    };
+    for _ in 0..(next() % 3) {
+        let at = next() as usize % names.len();
+        let v = names[at].clone();
+        let f = 2 + next() % 4;
+        out.push(format!("split {v} {f}"));
+        names.splice(at..=at, [format!("{v}o"), format!("{v}i")]);
+        inners.push(format!("{v}i"));
+    }
+    // Reorder by a rotation of a random window.
+    let a = next() as usize % names.len();
+    let b = (a + 2 + next() as usize % 3).min(names.len());
+    if b - a >= 2 {
+        let mut w: Vec<String> = names[a..b].to_vec();
+        w.rotate_left(1);
+        out.push(format!("reorder {}", w.join(" ")));
+    }
+    // Marks that are always legal: peel, accumulate, unroll a split's inner loop.
+    let pick = |k: u32, list: &[String]| list[k as usize % list.len()].clone();
+    if next() % 2 == 0 {
+        out.push(format!("peel {}", pick(next(), &names)));
+    }
+    if next() % 2 == 0 {
+        out.push(format!("accumulate {}", pick(next(), &names)));
+    }
+    if !inners.is_empty() && next() % 2 == 0 {
+        let v = pick(next(), &inners);
+        if names.contains(&v) {
+            out.push(format!("unroll {v}"));
+        }
+    }
+    out.join("; ")
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
+
+    #[test]
+    fn random_schedules_match_the_reference(seed in prop::collection::vec(0u32..1000, 8), shape in prop::collection::vec(1usize..7, 3)) {
+        let cases: Vec<(&str, Inputs, Vec<&str>)> = vec![
+            (GEMM, gemm_inputs(shape[0], shape[1], shape[2]), vec!["i", "j", "k"]),
+            (
+                "O[b,k,i] = I[b,c,i+rx-1] * W[k,c,rx] where i in 0..N",
+                inputs(&[("I", rand(&[1, shape[0], shape[1] + 2], 1)), ("W", rand(&[shape[2], shape[0], 3], 2))]),
+                vec!["b", "k", "i", "c", "rx"],
+            ),
+            (
+                "O[2*i+rx-1] += I[i] * W[rx]",
+                inputs(&[("I", rand(&[shape[0] + 1], 1)), ("W", rand(&[3], 2)), ("O", rand(&[2 * shape[0] + 1], 3))]),
+                vec!["i", "rx"],
+            ),
+        ];
+        for (src, inp, loops) in cases {
+            let n = shape[1] + 2;
+            let src = src.replace("N", &n.to_string());
+            let sched = random_schedule(&loops, &seed);
+            let (got, dump) = scheduled(&src, &inp, &sched).map_err(|e| TestCaseError::fail(format!("{sched}: {e}")))?;
+            let want = reference(&src, &inp);
+            for (name, w) in &want {
+                let g = &got[name];
+                let ok = g.shape() == w.shape() && g.iter().zip(w.iter()).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs()));
+                prop_assert!(ok, "{src} under `{sched}`:\ngot  {g}\nwant {w}\n{dump}");
+            }
+        }
+    }
+}
+
+/// The automatic schedule of each statement, through the same path.
+fn auto(src: &str, inputs: &Inputs) -> (String, String) {
+    let program = check_source(src, &shapes(inputs)).unwrap();
+    let sched = schedule::auto_schedule(&program.statements[0]);
+    let text = sched.to_string();
+    (check(src, inputs, &text), text)
+}
+
+#[test]
+fn automatic_schedules_block_gemm_and_convolutions() {
+    let (dump, sched) = auto(GEMM, &gemm_inputs(13, 20, 9));
+    assert_eq!(
+        sched,
+        "split j 8; split ji 4; split i 6; reorder io jo k ii jio jii; unroll ii; unroll jio; vectorize jii; accumulate k; parallel io"
+    );
+    assert!(
+        dump.contains("acc11 += splat(A[6*io + 5, k]) * B[k, 8*jo + 4]x4"),
+        "{dump}"
+    );
+    let conv = inputs(&[
+        ("I", rand(&[2, 3, 9, 11], 1)),
+        ("W", rand(&[7, 3, 3, 3], 2)),
+    ]);
+    let (_, sched) = auto(
+        "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..9, j in 0..11",
+        &conv,
+    );
+    assert!(
+        sched.contains("reorder b i ko jo c rx ry ki jio jii"),
+        "{sched}"
+    );
+}
+
+#[test]
+fn automatic_schedules_of_every_kind_of_statement_are_correct() {
+    let cases: Vec<(&str, Inputs)> = vec![
+        ("O[i] = A[i,k] * B[k]", inputs(&[("A", rand(&[9, 7], 1)), ("B", rand(&[7], 2))])),
+        ("O[i,j] = A[k,i] * B[j,k]", inputs(&[("A", rand(&[5, 9], 1)), ("B", rand(&[17, 5], 2))])),
+        ("O[b,i,j] = A[b,i,k] * B[b,k,j]", inputs(&[("A", rand(&[2, 3, 4], 1)), ("B", rand(&[2, 4, 9], 2))])),
+        ("O[i,j] = A[i] * B[j]", inputs(&[("A", rand(&[7], 1)), ("B", rand(&[3], 2))])),
+        (
+            "O[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * W[c,0,rx,ry] where i in 0..6, j in 0..13",
+            inputs(&[("I", rand(&[1, 5, 6, 13], 1)), ("W", rand(&[5, 1, 3, 3], 2))]),
+        ),
+        (
+            "O[b,k,i,j] = I[b,c,i+2*rx-2,j+2*ry-2] * W[k,c,rx,ry] where i in 0..7, j in 0..9",
+            inputs(&[("I", rand(&[1, 2, 7, 9], 1)), ("W", rand(&[3, 2, 3, 3], 2))]),
+        ),
+        (
+            "O[b,4*g+k,i,j] = I[b,2*g+c,i+rx,j+ry] * W[4*g+k,c,rx,ry] where g in 0..2, k in 0..4",
+            inputs(&[("I", rand(&[1, 4, 6, 9], 1)), ("W", rand(&[8, 2, 3, 3], 2))]),
+        ),
+        (
+            "O[b,k,i,j,l] = I[b,c,i+rx-1,j+ry-1,l+rz-1] * W[k,c,rx,ry,rz] where i in 0..3, j in 0..4, l in 0..9",
+            inputs(&[("I", rand(&[1, 2, 3, 4, 9], 1)), ("W", rand(&[3, 2, 3, 3, 3], 2))]),
+        ),
+        ("O[b,c,i,j] max= I[b,c,2*i+rx,2*j+ry] where rx in 0..2, ry in 0..2", inputs(&[("I", rand(&[1, 3, 8, 9], 1))])),
+        (
+            "O[b,k,2*i+rx-1] += I[b,c,i] * W[c,k,rx]",
+            inputs(&[("I", rand(&[2, 3, 5], 1)), ("W", rand(&[3, 4, 4], 2)), ("O", rand(&[2, 4, 10], 3))]),
+        ),
+        ("O[k,i] = relu(T[k,i] + Bias[k])", inputs(&[("T", rand(&[5, 11], 1)), ("Bias", rand(&[5], 2))])),
+        ("O[i,j] = A[i,j] / (1 + exp(-A[i,j]))", inputs(&[("A", rand(&[3, 4], 1))])),
+    ];
+    for (src, i) in cases {
+        auto(src, &i);
+    }
+}
