@@ -7,6 +7,7 @@
 use crate::check::{self, Origin};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ir::{self, BufKind};
+use crate::schedule::{self, Schedule};
 use crate::syntax::ast;
 use crate::{contract, lower, syntax};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
@@ -23,6 +24,7 @@ pub struct Kernel {
     program: check::Program,
     lowered: ir::Func,
     scheduled: ir::Func,
+    schedules: Vec<Schedule>,
 }
 
 impl Kernel {
@@ -32,14 +34,28 @@ impl Kernel {
         Formula::new(src)?.compile(input_shapes)
     }
 
-    fn from_checked(program: check::Program) -> Kernel {
+    /// Lower, schedule (each statement's schedule, or the automatic one)
+    /// and compile a checked program.
+    fn from_checked(program: check::Program, schedules: Vec<Schedule>) -> Result<Kernel> {
         let lowered = lower::lower(&program);
-        let scheduled = lowered.clone();
-        Kernel {
+        let specs = program
+            .statements
+            .iter()
+            .zip(&schedules)
+            .map(|(st, s)| schedule::plan(&program, st, s))
+            .collect::<Result<Vec<_>>>()?;
+        let scheduled = schedule::realise(&lower::lower_with(&program, &specs))?;
+        Ok(Kernel {
             program,
             lowered,
             scheduled,
-        }
+            schedules,
+        })
+    }
+
+    /// The schedule applied to each statement (after factoring).
+    pub fn schedules(&self) -> &[Schedule] {
+        &self.schedules
     }
 
     /// The checked program (tensors, statements, inferred ranges).
@@ -77,7 +93,11 @@ impl Kernel {
 
     /// The dump after scheduling: the nest that is compiled.
     pub fn scheduled_ir(&self) -> String {
-        crate::dump(&self.program, &self.scheduled)
+        let mut out = String::new();
+        for (n, s) in self.schedules.iter().enumerate() {
+            out.push_str(&format!("# schedule {}: {s}\n", n + 1));
+        }
+        out + &crate::dump(&self.program, &self.scheduled)
     }
 
     /// The Cranelift IR of the compiled function (empty until the JIT exists).
@@ -180,6 +200,7 @@ pub struct Formula {
     input_names: Vec<String>,
     outputs: check::OutputSelection,
     factor_products: bool,
+    schedules: Vec<Option<Schedule>>,
     cache: Mutex<HashMap<ShapeKey, Arc<Kernel>>>,
 }
 
@@ -195,6 +216,7 @@ impl Formula {
             input_names,
             outputs: check::OutputSelection::default(),
             factor_products: true,
+            schedules: Vec::new(),
             cache: Mutex::new(HashMap::new()),
         })
     }
@@ -266,7 +288,35 @@ impl Formula {
         if self.factor_products {
             program = contract::factor_products(&program).0;
         }
-        Ok(Kernel::from_checked(program))
+        let schedules = program
+            .statements
+            .iter()
+            .enumerate()
+            .map(|(n, st)| self.schedule_for(&program, n, st))
+            .collect();
+        Kernel::from_checked(program, schedules)
+    }
+
+    /// Schedule the source statements (in order; missing or `None` ones get
+    /// the automatic schedule). A statement factored into several
+    /// contractions gets its schedule on the last one.
+    pub fn with_schedules(mut self, schedules: Vec<Option<Schedule>>) -> Formula {
+        self.schedules = schedules;
+        self.cache.get_mut().expect("cache lock").clear();
+        self
+    }
+
+    /// The schedule of checked statement `n`: the user's for the source
+    /// statement it finishes, else the automatic one.
+    fn schedule_for(&self, program: &check::Program, n: usize, st: &check::Statement) -> Schedule {
+        let last_with_span = program.statements[n + 1..]
+            .iter()
+            .all(|s| s.span != st.span);
+        let source = self.ast.statements.iter().position(|s| s.span == st.span);
+        match (last_with_span, source.and_then(|i| self.schedules.get(i))) {
+            (true, Some(Some(s))) => s.clone(),
+            _ => schedule::auto_schedule(st),
+        }
     }
 
     /// Compile for the inputs' shapes if needed, then run.

@@ -1,0 +1,122 @@
+//! The library API: formulas, kernels, the cache, outputs, schedules.
+
+mod common;
+use common::*;
+use einjit::check::OutputSelection;
+use einjit::schedule::Schedule;
+use einjit::{ErrorKind, Formula, Kernel};
+
+#[test]
+fn formula_compiles_once_per_shape_signature() {
+    let f = Formula::new("O[i,j] = A[i,k] * B[k,j]").unwrap();
+    let (a, b) = (rand(&[3, 4], 1), rand(&[4, 5], 2));
+    let out = f.run(&[("A", a.view()), ("B", b.view())]).unwrap();
+    assert_close(
+        &out["O"],
+        &reference(
+            "O[i,j] = A[i,k] * B[k,j]",
+            &inputs(&[("A", a.clone()), ("B", b.clone())]),
+        )["O"],
+        1e-5,
+    );
+    f.run(&[("A", a.view()), ("B", b.view())]).unwrap();
+    assert_eq!(f.compiled_count(), 1);
+    let (a2, b2) = (rand(&[2, 4], 3), rand(&[4, 5], 4));
+    f.run(&[("A", a2.view()), ("B", b2.view())]).unwrap();
+    assert_eq!(f.compiled_count(), 2);
+}
+
+#[test]
+fn runtime_errors_name_the_input() {
+    let f = Formula::new("O[i] = A[i] * B[i]").unwrap();
+    let a = rand(&[3], 1);
+    let e = f.run(&[("A", a.view())]).unwrap_err();
+    assert!(e.to_string().contains("unknown tensor `B`"), "{e}");
+    let k = Kernel::compile("O[i] = A[i] * B[i]", &[("A", &[3]), ("B", &[3])]).unwrap();
+    let e = k.run(&[("A", a.view())]).unwrap_err();
+    assert_eq!(e.kind(), &ErrorKind::MissingInput("B".into()));
+    let b = rand(&[4], 2);
+    let e = k.run(&[("A", a.view()), ("B", b.view())]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("input `B` has shape [4], but the program was compiled for [3]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn outputs_can_be_selected() {
+    let src = "T[i] = A[i] * 2\nO[i] = T[i] + 1";
+    let a = rand(&[3], 1);
+    let out = Formula::new(src).unwrap().run(&[("A", a.view())]).unwrap();
+    assert_eq!(out.keys().collect::<Vec<_>>(), ["O"]);
+    let all = Formula::new(src)
+        .unwrap()
+        .with_outputs(OutputSelection::All);
+    let out = all.run(&[("A", a.view())]).unwrap();
+    assert_eq!(out.len(), 2);
+    assert_close(&out["T"], &a.mapv(|x| x * 2.0), 1e-6);
+}
+
+#[test]
+fn run_into_updates_the_callers_array() {
+    let k = Kernel::compile("O[i] += A[i]", &[("A", &[3]), ("O", &[3])]).unwrap();
+    let a = arr(&[3], &[1.0, 2.0, 3.0]);
+    let mut o = arr(&[3], &[10.0, 20.0, 30.0]);
+    k.run_into(&[("A", a.view())], &mut [("O", o.view_mut())])
+        .unwrap();
+    assert_eq!(o, arr(&[3], &[11.0, 22.0, 33.0]));
+}
+
+#[test]
+fn user_schedules_apply_and_show_in_the_dump() {
+    let src = "O[i,j] = A[i,k] * B[k,j]";
+    let (a, b) = (rand(&[5, 3], 1), rand(&[3, 9], 2));
+    let sched: Schedule = "split j 4; reorder i jo k ji; vectorize ji"
+        .parse()
+        .unwrap();
+    let f = Formula::new(src).unwrap().with_schedules(vec![Some(sched)]);
+    let k = f.kernel(&[("A", a.shape()), ("B", b.shape())]).unwrap();
+    let ir = k.scheduled_ir();
+    assert!(
+        ir.starts_with("# schedule 1: split j 4; reorder i jo k ji; vectorize ji\n"),
+        "{ir}"
+    );
+    assert!(ir.contains("B[k, 4*jo]x4"), "{ir}");
+    let out = k.run(&[("A", a.view()), ("B", b.view())]).unwrap();
+    assert_close(
+        &out["O"],
+        &reference(src, &inputs(&[("A", a), ("B", b)]))["O"],
+        1e-5,
+    );
+
+    let bad = Formula::new(src)
+        .unwrap()
+        .with_schedules(vec![Some("vectorize i".parse().unwrap())]);
+    let e = bad
+        .kernel(&[("A", &[5, 3]), ("B", &[3, 9])])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(
+            "schedule error: `vectorize i`: cannot vectorize `i`: only the innermost loop can be"
+        ),
+        "{e}"
+    );
+    assert!(e.contains("1 | O[i,j] = A[i,k] * B[k,j]"), "{e}");
+}
+
+#[test]
+fn the_automatic_schedule_is_the_default() {
+    let k = Kernel::compile(
+        "O[i,j] = A[i,k] * B[k,j]",
+        &[("A", &[12, 4]), ("B", &[4, 16])],
+    )
+    .unwrap();
+    assert!(
+        k.scheduled_ir().contains("accumulating") || k.scheduled_ir().contains("acc0"),
+        "{}",
+        k.scheduled_ir()
+    );
+    assert!(k.lowered_ir().contains("for k in 0..4:"));
+}
