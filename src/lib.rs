@@ -17,6 +17,7 @@
 
 pub mod affine;
 pub mod check;
+pub mod codegen;
 pub mod contract;
 pub mod error;
 pub mod ir;

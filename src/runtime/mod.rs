@@ -1,16 +1,18 @@
 //! The library API: a [`Formula`] is parsed once; a [`Kernel`] is that
-//! formula compiled for one set of input shapes. `Formula` caches kernels per
-//! shape signature, so calling it again with the same shapes compiles nothing.
-//!
-//! (This first backend runs the IR interpreter; the JIT replaces it.)
+//! formula compiled to native code for one set of input shapes. `Formula`
+//! caches kernels per shape signature, so calling it again with the same
+//! shapes compiles nothing.
+
+mod exec;
 
 use crate::check::{self, Origin};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ir::{self, BufKind};
 use crate::schedule::{self, Schedule};
 use crate::syntax::ast;
-use crate::{contract, lower, syntax};
+use crate::{codegen, contract, lower, syntax};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -25,6 +27,8 @@ pub struct Kernel {
     lowered: ir::Func,
     scheduled: ir::Func,
     schedules: Vec<Schedule>,
+    compiled: codegen::Compiled,
+    threads: usize,
 }
 
 impl Kernel {
@@ -45,12 +49,21 @@ impl Kernel {
             .map(|(st, s)| schedule::plan(&program, st, s))
             .collect::<Result<Vec<_>>>()?;
         let scheduled = schedule::realise(&lower::lower_with(&program, &specs))?;
+        let compiled = codegen::compile(&scheduled)?;
         Ok(Kernel {
             program,
             lowered,
             scheduled,
             schedules,
+            compiled,
+            threads: default_threads(),
         })
+    }
+
+    /// Run on at most `threads` threads (default: the machine's cores).
+    pub fn with_threads(mut self, threads: usize) -> Kernel {
+        self.threads = threads.max(1);
+        self
     }
 
     /// The schedule applied to each statement (after factoring).
@@ -100,23 +113,23 @@ impl Kernel {
         out + &crate::dump(&self.program, &self.scheduled)
     }
 
-    /// The Cranelift IR of the compiled function (empty until the JIT exists).
+    /// The Cranelift IR of the compiled nests.
     pub fn clif(&self) -> String {
-        String::new()
+        self.compiled.clif().to_string()
     }
 
-    /// Run on named inputs (any ndarray views: strided and transposed are
-    /// fine) and return the outputs by name.
+    /// Run on named inputs (any ndarray views: strided and transposed ones
+    /// are copied once into row-major order) and return the outputs by name.
     pub fn run(&self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs> {
-        let mut data = self.bind_inputs(inputs)?;
-        ir::interpret(&self.scheduled, &mut data);
+        let mut buffers = self.bind(inputs)?;
+        exec::run(&self.compiled, &mut buffers, self.threads);
         Ok(self
             .program
             .outputs()
             .into_iter()
             .map(|t| {
                 let tensor = self.program.tensor(t);
-                let values = std::mem::take(&mut data[t.index()]);
+                let values = std::mem::take(&mut buffers[t.index()].data).into_owned();
                 let array = ArrayD::from_shape_vec(IxDyn(&tensor.shape), values)
                     .expect("buffer length is the shape's size");
                 (tensor.name.clone(), array)
@@ -160,12 +173,15 @@ impl Kernel {
         Ok(())
     }
 
-    /// One row-major vector per buffer: inputs copied in, the rest zeroed.
-    fn bind_inputs(&self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Vec<Vec<f32>>> {
-        let mut data = Vec::with_capacity(self.scheduled.buffers.len());
+    /// Storage for every buffer: inputs borrowed when row-major contiguous
+    /// (copied otherwise), the rest zeroed; shapes checked.
+    fn bind<'a>(&self, inputs: &'a [(&str, ArrayViewD<'_, f32>)]) -> Result<Vec<exec::Bound<'a>>> {
+        let mut out = Vec::with_capacity(self.scheduled.buffers.len());
         for (i, b) in self.scheduled.buffers.iter().enumerate() {
             if b.kind != BufKind::Input {
-                data.push(vec![0.0; b.len()]);
+                out.push(exec::Bound {
+                    data: Cow::Owned(vec![0.0; b.len()]),
+                });
                 continue;
             }
             let tensor = &self.program.tensors[i];
@@ -182,10 +198,19 @@ impl Kernel {
                     got: view.shape().to_vec(),
                 }));
             }
-            data.push(view.iter().copied().collect());
+            let data = match view.as_slice() {
+                Some(s) => Cow::Borrowed(s),
+                None => Cow::Owned(view.iter().copied().collect()),
+            };
+            out.push(exec::Bound { data });
         }
-        Ok(data)
+        Ok(out)
     }
+}
+
+/// Threads a kernel uses by default: the machine's cores.
+fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// The shapes of a formula's inputs, in `input_names` order (`None`: not given).

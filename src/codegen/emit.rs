@@ -1,0 +1,464 @@
+//! One nest → one Cranelift function (see the module doc of `codegen`).
+//!
+//! Loops are top-tested (`header: brif i < hi, body, exit`), which keeps
+//! loads foldable into FMAs; loop counters and register locals are frontend
+//! `Variable`s; addresses are `base + Σ 4·stride·var` with the constant part
+//! as the load's immediate offset; reads of input buffers are `readonly` and
+//! `can_move`, so Cranelift may hoist them.
+
+use super::libm::Libm;
+use crate::affine::{ceil_div, floor_div, Affine};
+use crate::check::Combine;
+use crate::error::{Error, ErrorKind, Result};
+use crate::ir::{BinOp, Bound, BufId, BufKind, Expr, Func, Loop, Stmt, UnOp, LANES};
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::types::{F32, F32X4, I64};
+use cranelift_codegen::ir::{self, FuncRef, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
+use cranelift_jit::JITModule;
+use cranelift_module::Module;
+
+#[allow(clippy::too_many_arguments)]
+pub fn emit_nest(
+    func: &Func,
+    nest: &Stmt,
+    split_parallel: bool,
+    fma: bool,
+    libm: &Libm,
+    module: &mut JITModule,
+    clfunc: &mut ir::Function,
+    fctx: &mut FunctionBuilderContext,
+) -> Result<()> {
+    let mut refs = Vec::new();
+    for op in [UnOp::Exp, UnOp::Log, UnOp::Tanh, UnOp::Sigmoid] {
+        let id = libm.get(op).expect("declared");
+        refs.push((op, module.declare_func_in_func(id, clfunc)));
+    }
+    let mut b = FunctionBuilder::new(clfunc, fctx);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    let params = b.block_params(entry).to_vec();
+    let mut e = Emitter {
+        b,
+        func,
+        fma,
+        vars: vec![None; func.var_names.len()],
+        locals: vec![None; func.locals.len()],
+        bases: vec![None; func.buffers.len()],
+        strides: func.buffers.iter().map(|x| x.strides()).collect(),
+        bufs: params[0],
+        parallel: split_parallel.then_some((params[1], params[2])),
+        libm: refs,
+    };
+    // Base pointers of the buffers the nest touches, loaded once on entry.
+    let mut used = vec![false; func.buffers.len()];
+    mark_buffers(nest, &mut used);
+    let flags = MemFlagsData::trusted().with_readonly().with_can_move();
+    for (k, _) in used.iter().enumerate().filter(|(_, u)| **u) {
+        e.bases[k] = Some(e.b.ins().load(I64, flags, e.bufs, (k * 8) as i32));
+    }
+    e.stmt(nest)?;
+    e.b.ins().return_(&[]);
+    e.b.seal_all_blocks();
+    e.b.finalize(module.isa().frontend_config());
+    Ok(())
+}
+
+fn mark_buffers(s: &Stmt, used: &mut [bool]) {
+    fn expr(e: &Expr, used: &mut [bool]) {
+        match e {
+            Expr::Load { buf, .. } => used[buf.index()] = true,
+            Expr::Const(_) | Expr::Local(_) => {}
+            Expr::Broadcast(x) | Expr::Unary(_, x) => expr(x, used),
+            Expr::Binary(_, a, b) => {
+                expr(a, used);
+                expr(b, used);
+            }
+        }
+    }
+    match s {
+        Stmt::Loop(l) => l.body.iter().for_each(|s| mark_buffers(s, used)),
+        Stmt::Store { buf, value, .. } => {
+            used[buf.index()] = true;
+            expr(value, used);
+        }
+        Stmt::Assign { value, .. } => expr(value, used),
+    }
+}
+
+struct Emitter<'a, 'f> {
+    b: FunctionBuilder<'f>,
+    func: &'a Func,
+    fma: bool,
+    vars: Vec<Option<Variable>>,
+    locals: Vec<Option<Variable>>,
+    /// Base pointers, loaded once in the entry block.
+    bases: Vec<Option<Value>>,
+    strides: Vec<Vec<i64>>,
+    bufs: Value,
+    /// `par_lo`, `par_hi` for the nest's splittable parallel loop (taken by the first one).
+    parallel: Option<(Value, Value)>,
+    libm: Vec<(UnOp, FuncRef)>,
+}
+
+fn codegen_error(msg: String) -> Error {
+    Error::unspanned(ErrorKind::Codegen(msg))
+}
+
+impl Emitter<'_, '_> {
+    fn var(&mut self, v: crate::affine::Var) -> Variable {
+        if let Some(x) = self.vars[v.index()] {
+            return x;
+        }
+        let x = self.b.declare_var(I64);
+        self.vars[v.index()] = Some(x);
+        x
+    }
+
+    fn local(&mut self, l: crate::ir::LocalId) -> Variable {
+        if let Some(x) = self.locals[l.index()] {
+            return x;
+        }
+        let ty = if self.func.locals[l.index()].lanes == 1 {
+            F32
+        } else {
+            F32X4
+        };
+        let x = self.b.declare_var(ty);
+        self.locals[l.index()] = Some(x);
+        x
+    }
+
+    /// The base pointer of `buf` (loaded in the entry block).
+    fn base(&mut self, buf: BufId) -> Value {
+        self.bases[buf.index()].expect("every used buffer's base is loaded on entry")
+    }
+
+    /// `Σ c·var + constant` as an i64 value.
+    fn affine(&mut self, e: &Affine) -> Value {
+        let mut acc: Option<Value> = None;
+        for &(v, c) in &e.terms {
+            let x = self.var(v);
+            let x = self.b.use_var(x);
+            let term = if c == 1 {
+                x
+            } else {
+                self.b.ins().imul_imm_s(x, c)
+            };
+            acc = Some(match acc {
+                Some(a) => self.b.ins().iadd(a, term),
+                None => term,
+            });
+        }
+        match acc {
+            Some(a) if e.constant == 0 => a,
+            Some(a) => self.b.ins().iadd_imm_s(a, e.constant),
+            None => self.b.ins().iconst(I64, e.constant),
+        }
+    }
+
+    /// `floor(x / d)` for `d > 0`, exact for negative `x`.
+    fn floor_div(&mut self, x: Value, d: i64) -> Value {
+        if d == 1 {
+            return x;
+        }
+        if d.count_ones() == 1 {
+            return self.b.ins().sshr_imm_s(x, i64::from(d.trailing_zeros()));
+        }
+        let q = self.b.ins().sdiv_imm_s(x, d);
+        let r = self.b.ins().srem_imm_s(x, d);
+        let neg = self.b.ins().icmp_imm_s(IntCC::SignedLessThan, r, 0);
+        let neg = self.b.ins().uextend(I64, neg);
+        self.b.ins().isub(q, neg)
+    }
+
+    /// `max` (lower) or `min` (upper) of the bound terms.
+    fn bounds(&mut self, terms: &[Bound], lower: bool) -> Value {
+        let constant: Option<i64> = terms
+            .iter()
+            .map(|t| {
+                t.as_constant().map(|c| {
+                    if lower {
+                        ceil_div(c, t.div)
+                    } else {
+                        floor_div(c, t.div)
+                    }
+                })
+            })
+            .collect::<Option<Vec<_>>>()
+            .and_then(|v| {
+                if lower {
+                    v.into_iter().max()
+                } else {
+                    v.into_iter().min()
+                }
+            });
+        if let Some(c) = constant {
+            return self.b.ins().iconst(I64, c);
+        }
+        let mut acc: Option<Value> = None;
+        for t in terms {
+            let v = if lower {
+                // ceil(x / d) = -floor(-x / d)
+                let neg = t.expr.checked_scale(-1).expect("bounded");
+                let x = self.affine(&neg);
+                let f = self.floor_div(x, t.div);
+                self.b.ins().ineg(f)
+            } else {
+                let x = self.affine(&t.expr);
+                self.floor_div(x, t.div)
+            };
+            acc = Some(match acc {
+                None => v,
+                Some(a) if lower => self.b.ins().smax(a, v),
+                Some(a) => self.b.ins().smin(a, v),
+            });
+        }
+        acc.expect("a loop has bounds")
+    }
+
+    fn stmt(&mut self, s: &Stmt) -> Result<()> {
+        match s {
+            Stmt::Loop(l) => self.emit_loop(l),
+            Stmt::Store {
+                buf,
+                index,
+                value,
+                combine,
+            } => {
+                let lanes = self.func.lanes(value);
+                let ty = if lanes == 1 { F32 } else { F32X4 };
+                let (ptr, off) = self.address(*buf, index);
+                let flags = MemFlagsData::new().with_notrap();
+                let new = match combine {
+                    None => self.expr(value)?,
+                    Some(c) => {
+                        let old = self.b.ins().load(ty, flags, ptr, off);
+                        self.combine(*c, old, value)?
+                    }
+                };
+                self.b.ins().store(flags, new, ptr, off);
+                Ok(())
+            }
+            Stmt::Assign {
+                local,
+                value,
+                combine,
+            } => {
+                let var = self.local(*local);
+                let new = match combine {
+                    None => self.expr(value)?,
+                    Some(c) => {
+                        let old = self.b.use_var(var);
+                        self.combine(*c, old, value)?
+                    }
+                };
+                self.b.def_var(var, new);
+                Ok(())
+            }
+        }
+    }
+
+    fn emit_loop(&mut self, l: &Loop) -> Result<()> {
+        let mut lo = self.bounds(&l.lo, true);
+        let mut hi = self.bounds(&l.hi, false);
+        if l.kind == crate::ir::LoopKind::Parallel {
+            if let Some((plo, phi)) = self.parallel.take() {
+                lo = self.b.ins().smax(lo, plo);
+                hi = self.b.ins().smin(hi, phi);
+            }
+        }
+        let var = self.var(l.var);
+        self.b.def_var(var, lo);
+        let (header, body, exit) = (
+            self.b.create_block(),
+            self.b.create_block(),
+            self.b.create_block(),
+        );
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(header);
+        let i = self.b.use_var(var);
+        let more = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
+        self.b.ins().brif(more, body, &[], exit, &[]);
+        self.b.switch_to_block(body);
+        for s in &l.body {
+            self.stmt(s)?;
+        }
+        let i = self.b.use_var(var);
+        let next = self.b.ins().iadd_imm_s(i, 1);
+        self.b.def_var(var, next);
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(exit);
+        Ok(())
+    }
+
+    /// Pointer and constant byte offset of `buf[index]`.
+    fn address(&mut self, buf: BufId, index: &[Affine]) -> (Value, i32) {
+        let strides = self.strides[buf.index()].clone();
+        let offset = index
+            .iter()
+            .zip(&strides)
+            .fold(Affine::constant(0), |acc, (e, &s)| {
+                acc.add_scaled(e, s).expect("in bounds")
+            });
+        let base = self.base(buf);
+        let var_part = Affine {
+            terms: offset.terms.iter().map(|&(v, c)| (v, c * 4)).collect(),
+            constant: 0,
+        };
+        let byte_const = offset.constant * 4;
+        let ptr = if var_part.terms.is_empty() {
+            base
+        } else {
+            let x = self.affine(&var_part);
+            self.b.ins().iadd(base, x)
+        };
+        match i32::try_from(byte_const) {
+            Ok(off) => (ptr, off),
+            Err(_) => (self.b.ins().iadd_imm_s(ptr, byte_const), 0),
+        }
+    }
+
+    fn splat_if(&mut self, x: Value, ty: Type) -> Value {
+        if ty == F32X4 {
+            self.b.ins().splat(F32X4, x)
+        } else {
+            x
+        }
+    }
+
+    fn f32(&mut self, c: f32, ty: Type) -> Value {
+        let x = self.b.ins().f32const(c);
+        self.splat_if(x, ty)
+    }
+
+    /// `old` combined with `value`: `fma` for a sum of a product when the CPU has it.
+    fn combine(&mut self, c: Combine, old: Value, value: &Expr) -> Result<Value> {
+        match (c, value) {
+            (Combine::Sum, Expr::Binary(BinOp::Mul, x, y)) if self.fma => {
+                let (x, y) = (self.expr(x)?, self.expr(y)?);
+                Ok(self.b.ins().fma(x, y, old))
+            }
+            (Combine::Sum, _) => {
+                let v = self.expr(value)?;
+                Ok(self.b.ins().fadd(old, v))
+            }
+            (Combine::Max, _) => {
+                let v = self.expr(value)?;
+                Ok(self.max_min(old, v, true))
+            }
+            (Combine::Min, _) => {
+                let v = self.expr(value)?;
+                Ok(self.max_min(old, v, false))
+            }
+        }
+    }
+
+    /// `f32::max`/`f32::min`: the other operand when one is NaN.
+    fn max_min(&mut self, a: Value, b: Value, max: bool) -> Value {
+        let cc = if max {
+            FloatCC::GreaterThanOrEqual
+        } else {
+            FloatCC::LessThanOrEqual
+        };
+        let wins = self.b.ins().fcmp(cc, a, b);
+        let b_nan = self.b.ins().fcmp(FloatCC::Unordered, b, b);
+        let take_a = self.b.ins().bor(wins, b_nan);
+        self.select(take_a, a, b)
+    }
+
+    /// Lane-wise `mask ? x : y` for a comparison result `mask`.
+    fn select(&mut self, mask: Value, x: Value, y: Value) -> Value {
+        if self.b.func.dfg.value_type(x) == F32X4 {
+            let mask = self.b.ins().bitcast(F32X4, MemFlagsData::new(), mask);
+            self.b.ins().bitselect(mask, x, y)
+        } else {
+            self.b.ins().select(mask, x, y)
+        }
+    }
+
+    fn expr(&mut self, e: &Expr) -> Result<Value> {
+        Ok(match e {
+            Expr::Const(c) => self.b.ins().f32const(*c),
+            Expr::Load { buf, index, lanes } => {
+                let ty = if *lanes == 1 { F32 } else { F32X4 };
+                let (ptr, off) = self.address(*buf, index);
+                let mut flags = MemFlagsData::new().with_notrap();
+                if self.func.buffers[buf.index()].kind == BufKind::Input {
+                    flags = flags.with_readonly().with_can_move();
+                }
+                self.b.ins().load(ty, flags, ptr, off)
+            }
+            Expr::Broadcast(x) => {
+                let x = self.expr(x)?;
+                self.b.ins().splat(F32X4, x)
+            }
+            Expr::Local(l) => {
+                let var = self.local(*l);
+                self.b.use_var(var)
+            }
+            Expr::Unary(op, x) => {
+                let x = self.expr(x)?;
+                self.unary(*op, x)?
+            }
+            Expr::Binary(BinOp::Add, a, b) if self.fma => match (&**a, &**b) {
+                (Expr::Binary(BinOp::Mul, x, y), z) | (z, Expr::Binary(BinOp::Mul, x, y)) => {
+                    let (x, y, z) = (self.expr(x)?, self.expr(y)?, self.expr(z)?);
+                    self.b.ins().fma(x, y, z)
+                }
+                _ => {
+                    let (a, b) = (self.expr(a)?, self.expr(b)?);
+                    self.b.ins().fadd(a, b)
+                }
+            },
+            Expr::Binary(op, a, b) => {
+                let (a, b) = (self.expr(a)?, self.expr(b)?);
+                match op {
+                    BinOp::Add => self.b.ins().fadd(a, b),
+                    BinOp::Sub => self.b.ins().fsub(a, b),
+                    BinOp::Mul => self.b.ins().fmul(a, b),
+                    BinOp::Div => self.b.ins().fdiv(a, b),
+                    BinOp::Max => self.max_min(a, b, true),
+                    BinOp::Min => self.max_min(a, b, false),
+                }
+            }
+        })
+    }
+
+    fn unary(&mut self, op: UnOp, x: Value) -> Result<Value> {
+        let ty = self.b.func.dfg.value_type(x);
+        Ok(match op {
+            UnOp::Neg => self.b.ins().fneg(x),
+            UnOp::Abs => self.b.ins().fabs(x),
+            UnOp::Sqrt => self.b.ins().sqrt(x),
+            UnOp::Relu => {
+                // x > 0 ? x : 0, so that relu(NaN) = 0 as in `f32::max(x, 0)`.
+                let zero = self.f32(0.0, ty);
+                let pos = self.b.ins().fcmp(FloatCC::GreaterThan, x, zero);
+                self.select(pos, x, zero)
+            }
+            UnOp::Exp | UnOp::Log | UnOp::Tanh | UnOp::Sigmoid => {
+                let f = self
+                    .libm
+                    .iter()
+                    .find(|(o, _)| *o == op)
+                    .map(|(_, f)| *f)
+                    .ok_or_else(|| codegen_error(format!("no libcall for {}", op.name())))?;
+                if ty == F32 {
+                    let call = self.b.ins().call(f, &[x]);
+                    self.b.inst_results(call)[0]
+                } else {
+                    let mut v = x;
+                    for lane in 0..LANES as u8 {
+                        let xi = self.b.ins().extractlane(x, lane);
+                        let call = self.b.ins().call(f, &[xi]);
+                        let r = self.b.inst_results(call)[0];
+                        v = self.b.ins().insertlane(v, r, lane);
+                    }
+                    v
+                }
+            }
+        })
+    }
+}

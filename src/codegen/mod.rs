@@ -1,0 +1,201 @@
+//! Loop-nest IR → native code with Cranelift.
+//!
+//! Each top-level nest of a function becomes one native function
+//! `extern "C" fn(bufs: *const *mut f32, par_lo: i64, par_hi: i64)`: `bufs`
+//! holds the base pointer of every buffer (row-major, contiguous); the
+//! nest's parallel loop, if it has one the runtime can split (see
+//! [`NestInfo::parallel`]), runs only its iterations in `par_lo..par_hi`.
+//! Shapes are constants of the code: strides and constant bounds are
+//! immediates. The target is the host (`cranelift_native`), so F32X4 `fma`
+//! is used where the CPU has it.
+
+mod emit;
+mod libm;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::ir::{Func, LoopKind, Stmt};
+use cranelift_codegen::ir::types::I64;
+use cranelift_codegen::ir::AbiParam;
+use cranelift_codegen::isa::OwnedTargetIsa;
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_codegen::Context;
+use cranelift_frontend::FunctionBuilderContext;
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{Linkage, Module};
+use std::sync::OnceLock;
+
+/// The signature of a compiled nest.
+pub type NestFn = unsafe extern "C" fn(*const *mut f32, i64, i64);
+
+/// What the runtime needs to know about one compiled nest.
+#[derive(Clone, Debug)]
+pub struct NestInfo {
+    /// The iteration range of the nest's parallel loop, when that loop has
+    /// constant bounds and everything around it is a chain of single loops,
+    /// so that disjoint sub-ranges can run on different threads.
+    pub parallel: Option<(i64, i64)>,
+    /// An estimate of the points the nest visits (to decide whether threads pay).
+    pub work: f64,
+}
+
+/// A compiled function: native code for every nest, kept alive by the module.
+pub struct Compiled {
+    module: Option<JITModule>,
+    nests: Vec<(NestFn, NestInfo)>,
+    clif: String,
+}
+
+// SAFETY: after `finalize_definitions` the module's code and data are never
+// written again; `Compiled` exposes only the finalized, immutable function
+// pointers, which any thread may call at once (they touch only the buffers
+// they are given). The module is dropped (and its memory freed) only when
+// the `Compiled` is, by which time no call can be running.
+unsafe impl Send for Compiled {}
+// SAFETY: as above: shared access reads immutable code pointers only.
+unsafe impl Sync for Compiled {}
+
+impl Drop for Compiled {
+    fn drop(&mut self) {
+        if let Some(module) = self.module.take() {
+            // SAFETY: the function pointers into this module live in `self`,
+            // which is being dropped: no call can happen afterwards.
+            unsafe { module.free_memory() };
+        }
+    }
+}
+
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Compiled({} nests)", self.nests.len())
+    }
+}
+
+impl Compiled {
+    /// The compiled nests, in program order.
+    pub fn nests(&self) -> &[(NestFn, NestInfo)] {
+        &self.nests
+    }
+
+    /// The Cranelift IR of every nest.
+    pub fn clif(&self) -> &str {
+        &self.clif
+    }
+}
+
+/// The host ISA, built once per process.
+fn isa() -> Result<OwnedTargetIsa> {
+    static ISA: OnceLock<std::result::Result<OwnedTargetIsa, String>> = OnceLock::new();
+    ISA.get_or_init(|| {
+        let mut flags = settings::builder();
+        flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
+        flags.set("is_pic", "false").map_err(|e| e.to_string())?;
+        cranelift_native::builder()
+            .map_err(|e| e.to_string())?
+            .finish(settings::Flags::new(flags))
+            .map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(|e| Error::unspanned(ErrorKind::Codegen(e)))
+}
+
+/// Whether the host ISA has fused multiply-add (else `fma` would be a libcall).
+fn has_fma(isa: &OwnedTargetIsa) -> bool {
+    isa.isa_flags()
+        .iter()
+        .any(|f| f.name == "has_fma" && f.as_bool() == Some(true))
+}
+
+/// Compile every nest of `func`.
+pub fn compile(func: &Func) -> Result<Compiled> {
+    let err = |e: String| Error::unspanned(ErrorKind::Codegen(e));
+    let isa = isa()?;
+    let fma = has_fma(&isa);
+    let mut builder = JITBuilder::with_isa(isa.clone(), cranelift_module::default_libcall_names());
+    libm::register(&mut builder);
+    let mut module = JITModule::new(builder);
+    let libm = libm::declare(&mut module).map_err(err)?;
+
+    let mut sig = module.make_signature();
+    sig.params
+        .extend([AbiParam::new(I64), AbiParam::new(I64), AbiParam::new(I64)]);
+    let mut ctx = Context::new();
+    let mut fctx = FunctionBuilderContext::new();
+    let mut ids = Vec::new();
+    let mut clif = String::new();
+    let mut infos = Vec::new();
+    for (n, nest) in func.body.iter().enumerate() {
+        let parallel = parallel_range(nest);
+        ctx.func.signature = sig.clone();
+        emit::emit_nest(
+            func,
+            nest,
+            parallel.is_some(),
+            fma,
+            &libm,
+            &mut module,
+            &mut ctx.func,
+            &mut fctx,
+        )?;
+        clif.push_str(&format!("; nest {}\n{}\n", n + 1, ctx.func.display()));
+        let id = module
+            .declare_function(&format!("nest{n}"), Linkage::Local, &sig)
+            .map_err(|e| err(e.to_string()))?;
+        module
+            .define_function(id, &mut ctx)
+            .map_err(|e| err(format!("{e:?}")))?;
+        module.clear_context(&mut ctx);
+        ids.push(id);
+        infos.push(NestInfo {
+            parallel,
+            work: work(nest),
+        });
+    }
+    module
+        .finalize_definitions()
+        .map_err(|e| err(e.to_string()))?;
+    let nests = ids
+        .into_iter()
+        .zip(infos)
+        .map(|(id, info)| {
+            let code = module.get_finalized_function(id);
+            // SAFETY: `code` is the finalized body of a function defined above
+            // with the `NestFn` signature in the host calling convention.
+            let f: NestFn = unsafe { std::mem::transmute::<*const u8, NestFn>(code) };
+            (f, info)
+        })
+        .collect();
+    Ok(Compiled {
+        module: Some(module),
+        nests,
+        clif,
+    })
+}
+
+/// The constant range of the nest's splittable parallel loop: reached from
+/// the nest's root through loops that each hold exactly one statement.
+pub(crate) fn parallel_range(nest: &Stmt) -> Option<(i64, i64)> {
+    let mut s = nest;
+    loop {
+        let Stmt::Loop(l) = s else { return None };
+        if l.kind == LoopKind::Parallel {
+            return l.constant_range();
+        }
+        match l.body.as_slice() {
+            [one] => s = one,
+            _ => return None,
+        }
+    }
+}
+
+/// Points the nest visits, bounded by its loops' constant ranges.
+fn work(s: &Stmt) -> f64 {
+    match s {
+        Stmt::Loop(l) => {
+            let trips = l
+                .constant_range()
+                .map_or(16.0, |(a, b)| (b - a).max(0) as f64);
+            trips * l.body.iter().map(work).sum::<f64>()
+        }
+        _ => 1.0,
+    }
+}

@@ -1,0 +1,64 @@
+//! Calling compiled nests: buffers bound to pointers, nests run in order,
+//! a nest's parallel loop split between threads.
+
+use crate::codegen::{Compiled, NestFn};
+use std::borrow::Cow;
+
+/// Below this many visited points a nest runs on one thread: spawning costs
+/// tens of microseconds.
+const PARALLEL_MIN_WORK: f64 = 200_000.0;
+
+/// One buffer's storage for a run: borrowed input data or owned memory.
+pub struct Bound<'a> {
+    pub data: Cow<'a, [f32]>,
+}
+
+/// The buffers' base pointers, shared by the threads of a parallel nest.
+#[derive(Clone, Copy)]
+struct Pointers(*const *mut f32);
+
+// SAFETY: the pointers stay valid for the whole run (the buffers outlive the
+// scoped threads); threads of one parallel nest write disjoint output
+// elements — the scheduler only marks loops parallel that are neither
+// reduced nor scattered — and only read the rest.
+unsafe impl Send for Pointers {}
+// SAFETY: as above.
+unsafe impl Sync for Pointers {}
+
+/// Run every nest of `compiled` over `buffers` with up to `threads` threads.
+pub fn run(compiled: &Compiled, buffers: &mut [Bound<'_>], threads: usize) {
+    // Inputs are read-only to the generated code; the `*mut` is the ABI's.
+    let ptrs: Vec<*mut f32> = buffers
+        .iter_mut()
+        .map(|b| match &mut b.data {
+            Cow::Borrowed(s) => s.as_ptr() as *mut f32,
+            Cow::Owned(v) => v.as_mut_ptr(),
+        })
+        .collect();
+    let p = Pointers(ptrs.as_ptr());
+    for (f, info) in compiled.nests() {
+        match info.parallel {
+            Some((lo, hi)) if threads > 1 && hi - lo > 1 && info.work >= PARALLEL_MIN_WORK => {
+                let n = threads.min((hi - lo) as usize) as i64;
+                let chunk = (hi - lo + n - 1) / n;
+                std::thread::scope(|s| {
+                    for t in 1..n {
+                        let (a, b) = (lo + t * chunk, (lo + (t + 1) * chunk).min(hi));
+                        s.spawn(move || call(*f, p, a, b));
+                    }
+                    call(*f, p, lo, (lo + chunk).min(hi));
+                });
+            }
+            _ => call(*f, p, i64::MIN, i64::MAX),
+        }
+    }
+}
+
+fn call(f: NestFn, p: Pointers, lo: i64, hi: i64) {
+    // SAFETY: `f` was compiled for exactly these buffers (one pointer per
+    // buffer of the function, in order, each to row-major contiguous storage
+    // of the buffer's shape, checked by the runtime before the call); the
+    // code's loop bounds keep every access inside its buffer; `lo..hi`
+    // restricts only the parallel loop's iterations.
+    unsafe { f(p.0, lo, hi) }
+}

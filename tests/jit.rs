@@ -1,0 +1,287 @@
+//! Native code == reference evaluator == IR interpreter, for every operation
+//! of the README's table, on shapes with dimensions of 1, 3, 7 and 17; with
+//! strided and transposed views, two threads, and random programs.
+
+mod common;
+use common::*;
+use einjit::{Formula, Kernel};
+use proptest::prelude::*;
+
+/// A formula and the shapes of its inputs.
+type Operation = (String, Vec<(&'static str, Vec<usize>)>);
+
+/// Every operation of the README's table, for a size `n`.
+fn operations(n: usize) -> Vec<Operation> {
+    let m = n + 2;
+    let ops: Vec<Operation> = vec![
+        ("O[i] = A[i,k] * B[k]".into(), vec![("A", vec![n, m]), ("B", vec![m])]),
+        ("O[i,j] = A[i,k] * B[k,j]".into(), vec![("A", vec![n, m]), ("B", vec![m, n + 5])]),
+        ("O[i,j] = A[k,i] * B[j,k]".into(), vec![("A", vec![m, n]), ("B", vec![n + 1, m])]),
+        ("O[b,i,j] = A[b,i,k] * B[b,k,j]".into(), vec![("A", vec![2, n, 3]), ("B", vec![2, 3, m])]),
+        ("O[i,j] = A[i,k] * B[j,k,l] * C[i,l]".into(), vec![("A", vec![n, 3]), ("B", vec![m, 3, 4]), ("C", vec![n, 4])]),
+        ("O[n,h] = A[n,m] * X[m,c] * W[c,h]".into(), vec![("A", vec![n, m]), ("X", vec![m, 3]), ("W", vec![3, n])]),
+        ("O[i,j] = A[i] * B[j]".into(), vec![("A", vec![n]), ("B", vec![m])]),
+        ("O[i] = A[i,i]".into(), vec![("A", vec![n, n])]),
+        (format!("O[b,k,i] = I[b,c,i+rx-1] * W[k,c,rx] where i in 0..{m}"), vec![("I", vec![2, 3, m]), ("W", vec![n, 3, 3])]),
+        ("O[b,k,i] = I[b,c,2*i+2*rx] * W[k,c,rx]".into(), vec![("I", vec![1, 2, 2 * m + 3]), ("W", vec![3, 2, 2])]),
+        (
+            format!("O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..{n}, j in 0..{m}"),
+            vec![("I", vec![1, 3, n, m]), ("W", vec![5, 3, 3, 3])],
+        ),
+        (
+            format!("O[b,k,i,j] = I[b,c,2*i+rx-1,2*j+ry-1] * W[k,c,rx,ry] where i in 0..{}, j in 0..{}", n.div_ceil(2), m.div_ceil(2)),
+            vec![("I", vec![1, 2, n, m]), ("W", vec![3, 2, 3, 3])],
+        ),
+        (
+            format!("O[b,k,i,j] = I[b,c,i+2*rx-2,j+2*ry-2] * W[k,c,rx,ry] where i in 0..{n}, j in 0..{m}"),
+            vec![("I", vec![1, 2, n, m]), ("W", vec![3, 2, 3, 3])],
+        ),
+        (
+            format!("O[b,k,i,j,l] = I[b,c,i+rx-1,j+ry-1,l+rz-1] * W[k,c,rx,ry,rz] where i in 0..3, j in 0..{n}, l in 0..{m}"),
+            vec![("I", vec![1, 2, 3, n, m]), ("W", vec![2, 2, 3, 3, 3])],
+        ),
+        (format!("O[i] = I[i-rx] * W[rx] where i in 0..{}", n + 2), vec![("I", vec![n]), ("W", vec![3])]),
+        ("O[b,k,2*i+rx-1,2*j+ry-1] += I[b,c,i,j] * W[c,k,rx,ry]".into(), vec![("I", vec![1, 3, n, 3]), ("W", vec![3, 2, 4, 4]), ("O", vec![1, 2, 2 * n, 6])]),
+        ("O[b,k,2*i+rx-1] += I[b,c,i] * W[c,k,rx]".into(), vec![("I", vec![2, 3, n]), ("W", vec![3, 4, 4]), ("O", vec![2, 4, 2 * n])]),
+        (
+            "O[b,k,2*i+rx-1,2*j+ry-1,2*l+rz-1] += I[b,c,i,j,l] * W[c,k,rx,ry,rz]".into(),
+            vec![("I", vec![1, 2, 2, 3, n]), ("W", vec![2, 2, 4, 4, 4]), ("O", vec![1, 2, 4, 6, 2 * n])],
+        ),
+        (format!("O[b,k,i] = I[b,c,i+rx-3] * W[c,k,3-rx] where i in 0..{}, rx in 0..4", n + 3), vec![("I", vec![1, 2, n]), ("W", vec![2, 3, 4])]),
+        (
+            "O[b,4*g+k,i,j] = I[b,2*g+c,i+rx,j+ry] * W[4*g+k,c,rx,ry] where g in 0..2, k in 0..4".into(),
+            vec![("I", vec![1, 4, n + 2, m + 2]), ("W", vec![8, 2, 3, 3])],
+        ),
+        (
+            format!("O[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * W[c,0,rx,ry] where i in 0..{n}, j in 0..{m}"),
+            vec![("I", vec![1, 5, n, m]), ("W", vec![5, 1, 3, 3])],
+        ),
+        ("O[b,k,i,j] = I[b,c,i,j] * W[k,c,0,0]".into(), vec![("I", vec![1, 4, n, m]), ("W", vec![6, 4, 1, 1])]),
+        ("O[b,c,i,j] max= I[b,c,2*i+rx,2*j+ry] where rx in 0..2, ry in 0..2".into(), vec![("I", vec![1, 3, 2 * n, m])]),
+        ("T[b,c,i,j] = I[b,c,2*i+rx,2*j+ry] where rx in 0..2, ry in 0..2\nO[b,c,i,j] = T[b,c,i,j] * 0.25".into(), vec![("I", vec![1, 3, 2 * n, m])]),
+        ("O[b,c] = I[b,c,i,j] / 9".into(), vec![("I", vec![2, 3, n, m])]),
+        ("O[b,c] max= I[b,c,i,j]".into(), vec![("I", vec![2, 3, n, m])]),
+        (
+            format!("T[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..{n}, j in 0..{m}\nO[b,k,i,j] = relu(T[b,k,i,j] + Bias[k])"),
+            vec![("I", vec![1, 2, n, m]), ("W", vec![3, 2, 3, 3]), ("Bias", vec![3])],
+        ),
+        ("O[b,2*c+g,i,j] = I[b,4*g+c,i,j] where g in 0..2, c in 0..4".into(), vec![("I", vec![1, 8, n, m])]),
+        (
+            format!("T[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * D[c,0,rx,ry] where i in 0..{n}, j in 0..{m}\nO[b,k,i,j] = T[b,c,i,j] * P[k,c,0,0]"),
+            vec![("I", vec![1, 3, n, m]), ("D", vec![3, 1, 3, 3]), ("P", vec![4, 3, 1, 1])],
+        ),
+        (
+            format!("T[b,c,i,j] = I[b,c,i+rx-1,j] * U[rx] where i in 0..{n}\nO[b,c,i,j] = T[b,c,i,j+ry-1] * V[ry] where j in 0..{m}"),
+            vec![("I", vec![1, 2, n, m]), ("U", vec![3]), ("V", vec![3])],
+        ),
+        ("O[i] = sigmoid(A[i]) + tanh(A[i]) * exp(-abs(A[i])) - log(1 + A[i] * A[i]) + sqrt(abs(A[i])) + max(A[i], 0.1) + min(A[i], -0.1)".into(), vec![("A", vec![m])]),
+        ("O[i,j] min= A[i,k] - B[k,j]".into(), vec![("A", vec![n, 3]), ("B", vec![3, m])]),
+        ("X[i] = X[i] * 2\nX[i] = X[2 - i] + 1".into(), vec![("X", vec![3])]),
+    ];
+    ops
+}
+
+fn check_all(n: usize) {
+    for (src, shapes) in operations(n) {
+        let list: Vec<(&str, ArrayD<f32>)> = shapes
+            .iter()
+            .enumerate()
+            .map(|(k, (name, s))| (*name, rand(s, k as u64 + 7 * n as u64)))
+            .collect();
+        let inp = inputs(&list);
+        let want = reference(&src, &inp);
+        let interp = interpreted(&src, &inp);
+        let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
+            list.iter().map(|(name, a)| (*name, a.view())).collect();
+        let got = Formula::new(&src)
+            .unwrap()
+            .run(&views)
+            .unwrap_or_else(|e| panic!("{src}: {e}"));
+        assert_eq!(got.len(), want.len(), "{src}");
+        for (name, w) in &want {
+            assert_close(&interp[name], w, 1e-4);
+            assert_close(&got[name], w, 1e-4);
+        }
+    }
+}
+
+#[test]
+fn every_operation_with_dimensions_of_1_3_7_17() {
+    for n in [1, 3, 7, 17] {
+        check_all(n);
+    }
+}
+
+#[test]
+fn strided_and_transposed_views() {
+    let a = rand(&[6, 8], 1);
+    let b = rand(&[5, 6], 2);
+    let at = a.t(); // 8 x 6, not row-major
+    let b_step = b.slice(ndarray::s![..;2, ..]).into_dyn(); // 3 x 6
+    let f = Formula::new("O[i,j] = A[i,k] * B[j,k]").unwrap();
+    let got = f.run(&[("A", at.view()), ("B", b_step.view())]).unwrap();
+    let want = reference(
+        "O[i,j] = A[i,k] * B[j,k]",
+        &inputs(&[("A", at.to_owned()), ("B", b_step.to_owned())]),
+    );
+    assert_close(&got["O"], &want["O"], 1e-5);
+}
+
+#[test]
+fn kernels_are_send_and_sync_and_run_on_two_threads_at_once() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Kernel>();
+    assert_send_sync::<Formula>();
+    let k = Kernel::compile(
+        "O[i,j] = A[i,k] * B[k,j]",
+        &[("A", &[33, 20]), ("B", &[20, 41])],
+    )
+    .unwrap();
+    let (a, b) = (rand(&[33, 20], 1), rand(&[20, 41], 2));
+    let want = reference(
+        "O[i,j] = A[i,k] * B[k,j]",
+        &inputs(&[("A", a.clone()), ("B", b.clone())]),
+    );
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..50 {
+                    let got = k.run(&[("A", a.view()), ("B", b.view())]).unwrap();
+                    assert_close(&got["O"], &want["O"], 1e-5);
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn parallel_loops_split_between_threads() {
+    // Large enough for the runtime to use threads.
+    let src = "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..30, j in 0..30";
+    let (i, w) = (rand(&[1, 8, 30, 30], 1), rand(&[13, 8, 3, 3], 2));
+    let want = reference(src, &inputs(&[("I", i.clone()), ("W", w.clone())]));
+    for threads in [1, 2, 3] {
+        let k = Kernel::compile(src, &[("I", i.shape()), ("W", w.shape())])
+            .unwrap()
+            .with_threads(threads);
+        assert!(
+            k.scheduled_ir().contains("parallel"),
+            "{}",
+            k.scheduled_ir()
+        );
+        let got = k.run(&[("I", i.view()), ("W", w.view())]).unwrap();
+        assert_close(&got["O"], &want["O"], 1e-4);
+    }
+}
+
+#[test]
+fn clif_is_available() {
+    let k = Kernel::compile("O[i] = A[i] * 2", &[("A", &[8])]).unwrap();
+    let clif = k.clif();
+    assert!(clif.contains("function"), "{clif}");
+    assert!(clif.contains("fmul") || clif.contains("f32x4"), "{clif}");
+}
+
+/// A random well-formed statement: random ranks, affine indices, operators.
+fn random_program(seed: &[u32]) -> (String, Vec<(String, Vec<usize>)>) {
+    let mut k = 0;
+    let mut next = |m: u32| {
+        k += 1;
+        seed[k % seed.len()] % m
+    };
+    let vars = ["i", "j", "r"];
+    let nvars = 1 + next(3) as usize;
+    let op = ["=", "+=", "max=", "min="][next(4) as usize];
+    let mut inputs = Vec::new();
+    let mut factors = Vec::new();
+    for t in 0..1 + next(3) {
+        let rank = 1 + next(2) as usize;
+        let mut idx = Vec::new();
+        let mut shape = Vec::new();
+        for _ in 0..rank {
+            let v = vars[next(nvars as u32) as usize];
+            let c = [1, 1, 2, -1][next(4) as usize];
+            let off = next(3) as i64 - 1;
+            let e = match (c, off) {
+                (1, 0) => v.to_string(),
+                (1, o) => format!("{v} + {o}"),
+                (-1, o) => format!("{} - {v}", o + 4),
+                (c, o) => format!("{c}*{v} + {o}"),
+            };
+            idx.push(e);
+            shape.push(3 + next(5) as usize);
+        }
+        let name = format!("T{t}");
+        factors.push(format!("{name}[{}]", idx.join(", ")));
+        inputs.push((name, shape));
+    }
+    let rhs = match next(3) {
+        0 => factors.join(" * "),
+        1 => format!("relu({}) + 0.5", factors.join(" - ")),
+        _ => format!("max({}, {})", factors[0], factors.join(" * ")),
+    };
+    let lhs_vars: Vec<&str> = vars[..nvars]
+        .iter()
+        .copied()
+        .filter(|_| next(3) != 0)
+        .collect();
+    let ranges: Vec<String> = vars[..nvars]
+        .iter()
+        .map(|v| format!("{v} in 0..{}", 2 + next(4)))
+        .collect();
+    if op == "+=" {
+        inputs.push(("O".into(), lhs_vars.iter().map(|_| 0).collect()));
+    }
+    let src = format!(
+        "O[{}] {op} {rhs} where {}",
+        lhs_vars.join(", "),
+        ranges.join(", ")
+    );
+    (src, inputs)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
+
+    #[test]
+    fn random_programs_match_the_reference(seed in prop::collection::vec(0u32..10_000, 24)) {
+        let (src, mut shapes) = random_program(&seed);
+        // `+=` needs O with the shape the statement's ranges give it.
+        if let Some(pos) = shapes.iter().position(|(n, _)| n == "O") {
+            let without: Vec<(String, Vec<usize>)> = shapes.iter().filter(|(n, _)| n != "O").cloned().collect();
+            let list: Vec<(&str, ArrayD<f32>)> = without.iter().map(|(n, s)| (n.as_str(), rand(s, 1))).collect();
+            let probe = src.replace("+=", "=");
+            let shape = match einjit::check_source(&probe, &common::shapes(&inputs(&list))) {
+                Ok(p) => p.tensor(p.outputs()[0]).shape.clone(),
+                Err(_) => return Ok(()),
+            };
+            shapes[pos].1 = shape;
+        }
+        let list: Vec<(&str, ArrayD<f32>)> = shapes.iter().enumerate().map(|(k, (n, s))| (n.as_str(), rand(s, k as u64))).collect();
+        let inp = inputs(&list);
+        let program = einjit::check_source(&src, &common::shapes(&inp));
+        let Ok(_) = program else { return Ok(()) };
+        let want = reference(&src, &inp);
+        let views: Vec<(&str, ndarray::ArrayViewD<f32>)> = list.iter().map(|(n, a)| (*n, a.view())).collect();
+        let got = Formula::new(&src).unwrap().run(&views).map_err(|e| TestCaseError::fail(format!("{src}: {e}")))?;
+        for (name, w) in &want {
+            let g = &got[name];
+            let ok = g.shape() == w.shape()
+                && g.iter().zip(w.iter()).all(|(a, b)| a == b || (a - b).abs() <= 1e-4 * (1.0 + b.abs()));
+            prop_assert!(ok, "{src}\ngot  {g}\nwant {w}");
+        }
+    }
+
+    #[test]
+    fn malformed_programs_are_errors_not_panics(seed in prop::collection::vec(0u32..10_000, 24), cut in 0usize..60, junk in "[\\[\\]()*+=,;a-z0-9.-]{0,3}") {
+        let (src, shapes) = random_program(&seed);
+        let mut bad = src.clone();
+        let at = bad.char_indices().map(|(i, _)| i).nth(cut % bad.len()).unwrap_or(0);
+        bad.insert_str(at, &junk);
+        let shapes: Vec<(&str, &[usize])> = shapes.iter().map(|(n, s)| (n.as_str(), s.as_slice())).collect();
+        // Either a clean error or a kernel; never a panic.
+        if let Ok(f) = Formula::new(&bad) {
+            let _ = f.kernel(&shapes);
+        }
+    }
+}
