@@ -122,9 +122,6 @@ struct Measured {
 /// Compile once (timed: formula text → callable), then time runs until the
 /// budget is spent (at least 3 samples), and take the median.
 fn run_workload(w: &Value, threads: usize, budget: Duration) -> Result<Measured, String> {
-    if threads != 1 {
-        return Err("parallel execution is not implemented yet (1 thread only)".into());
-    }
     let formula = w["formula"].as_str().ok_or("no formula")?;
     let mut inputs: Vec<(String, ArrayD<f32>)> = Vec::new();
     for (k, (name, shape)) in w["inputs"]
@@ -153,6 +150,7 @@ fn run_workload(w: &Value, threads: usize, budget: Duration) -> Result<Measured,
         .and_then(|f| f.compile(&shapes))
         .map_err(|e| e.to_string())?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;
+    let kernel = kernel.with_threads(threads);
 
     kernel.run(&views).map_err(|e| e.to_string())?; // warm-up
     let mut samples = Vec::new();

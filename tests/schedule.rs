@@ -260,7 +260,7 @@ proptest! {
 /// The automatic schedule of each statement, through the same path.
 fn auto(src: &str, inputs: &Inputs) -> (String, String) {
     let program = check_source(src, &shapes(inputs)).unwrap();
-    let sched = schedule::auto_schedule(&program.statements[0]);
+    let sched = schedule::auto_schedule(&program, &program.statements[0]);
     let text = sched.to_string();
     (check(src, inputs, &text), text)
 }

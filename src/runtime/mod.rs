@@ -340,7 +340,7 @@ impl Formula {
         let source = self.ast.statements.iter().position(|s| s.span == st.span);
         match (last_with_span, source.and_then(|i| self.schedules.get(i))) {
             (true, Some(Some(s))) => s.clone(),
-            _ => schedule::auto_schedule(st),
+            _ => schedule::auto_schedule(program, st),
         }
     }
 

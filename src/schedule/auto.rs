@@ -18,7 +18,7 @@
 
 use super::{Directive, Schedule};
 use crate::affine::Var;
-use crate::check::Statement;
+use crate::check::{Program, Statement};
 use crate::ir::LANES;
 
 /// Accumulator rows of the register tile.
@@ -27,7 +27,25 @@ const MR: i64 = 6;
 const NR: i64 = 8;
 
 /// A schedule for `st` chosen from its shapes and access strides.
-pub fn auto_schedule(st: &Statement) -> Schedule {
+/// Never an illegal schedule: a candidate the checks refuse loses its
+/// `parallel`, then falls back to the naive nest.
+pub fn auto_schedule(program: &Program, st: &Statement) -> Schedule {
+    let candidate = candidate(st);
+    let without_parallel = Schedule(
+        candidate
+            .0
+            .iter()
+            .filter(|d| !matches!(d, Directive::Parallel(_)))
+            .cloned()
+            .collect(),
+    );
+    [candidate, without_parallel]
+        .into_iter()
+        .find(|s| super::plan(program, st, s).is_ok())
+        .unwrap_or_default()
+}
+
+fn candidate(st: &Statement) -> Schedule {
     let extent = |v: usize| st.vars[v].hi - st.vars[v].lo;
     let Some(v) = vector_dim(st) else {
         return Schedule::default();

@@ -295,19 +295,18 @@ impl Spec {
     }
 
     /// Whether distinct values of dimension `d` always write distinct output
-    /// elements: some output index moves by more, per step of `d`, than all
-    /// the other dimensions in it can span.
+    /// elements: in some output index, `d`'s step either exceeds everything
+    /// the other dimensions can add (`8*io + ii`), or is finer than their
+    /// common step over `d`'s whole range (`4*g + k`).
     fn injective_in(&self, st: &Statement, d: usize) -> bool {
+        let extent = |v: Var| self.dims[v.index()].hi - self.dims[v.index()].lo;
         st.lhs.index.iter().any(|e| {
             let e = self.substitute(e);
             let a = e.coeff(Var(d as u32)).abs();
-            let span: i64 = e
-                .terms
-                .iter()
-                .filter(|(v, _)| v.index() != d)
-                .map(|&(v, c)| c.abs() * (self.dims[v.index()].hi - self.dims[v.index()].lo - 1))
-                .sum();
-            a > span
+            let others = e.terms.iter().filter(|(v, _)| v.index() != d);
+            let span: i64 = others.clone().map(|&(v, c)| c.abs() * (extent(v) - 1)).sum();
+            let step = others.fold(0, |g, &(_, c)| gcd(g, c.abs()));
+            a > 0 && (a > span || (step > 0 && a * (extent(Var(d as u32)) - 1) < step))
         })
     }
 
@@ -346,5 +345,13 @@ pub fn is_trivial(c: &Constraint, range: &dyn Fn(Var) -> (i64, i64)) -> bool {
     match c.expr.bounds_over(range) {
         Some((min, max)) => min >= c.lo && max <= c.hi,
         None => false,
+    }
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
