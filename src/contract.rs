@@ -118,7 +118,7 @@ enum Tree {
 }
 
 /// The reads of a pure product, plus its constant factor; `None` if `e` is not one.
-fn product_factors(e: &Expr, reads: &mut Vec<Access>, constant: &mut f32) -> Option<()> {
+pub(crate) fn product_factors(e: &Expr, reads: &mut Vec<Access>, constant: &mut f32) -> Option<()> {
     match e {
         Expr::Read(a) => reads.push(a.clone()),
         Expr::Const(c) => *constant *= c,

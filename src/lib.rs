@@ -22,6 +22,7 @@ pub mod contract;
 pub mod error;
 pub mod ir;
 pub mod lower;
+pub mod pad;
 pub mod reference;
 pub mod runtime;
 pub mod schedule;

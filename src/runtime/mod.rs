@@ -10,7 +10,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::ir::{self, BufKind};
 use crate::schedule::{self, Schedule};
 use crate::syntax::ast;
-use crate::{codegen, contract, lower, syntax};
+use crate::{codegen, contract, lower, pad, syntax};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -313,6 +313,7 @@ impl Formula {
         if self.factor_products {
             program = contract::factor_products(&program).0;
         }
+        program = pad::pad_reads(&program);
         let schedules = program
             .statements
             .iter()
