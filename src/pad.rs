@@ -9,7 +9,10 @@
 //! Checked program → checked program.
 
 use crate::affine::{Affine, Var};
-use crate::check::{Access, Combine, Expr, IndexVar, Init, Origin, Program, RangeSource, Statement, Tensor, TensorId};
+use crate::check::{
+    Access, Combine, Expr, IndexVar, Init, Origin, Program, RangeSource, Statement, Tensor,
+    TensorId,
+};
 use crate::contract::product_factors;
 use crate::syntax::ast::AssignOp;
 
@@ -67,7 +70,11 @@ fn padded_reads(program: &Program, st: &Statement) -> Vec<(usize, Vec<(i64, i64)
         if pads.iter().all(|&p| p == (0, 0)) {
             continue;
         }
-        let padded: usize = shape.iter().zip(&pads).map(|(&n, &(l, h))| n + (l + h) as usize).product();
+        let padded: usize = shape
+            .iter()
+            .zip(&pads)
+            .map(|(&n, &(l, h))| n + (l + h) as usize)
+            .product();
         let original: usize = shape.iter().product();
         if padded <= MAX_GROWTH * original + 4096 {
             out.push((k, pads));
@@ -77,10 +84,21 @@ fn padded_reads(program: &Program, st: &Statement) -> Vec<(usize, Vec<(i64, i64)
 }
 
 /// `P[p...] = I[p - low...] where p in 0..n+low+high`.
-fn pad_statement(tensors: &mut Vec<Tensor>, st: &Statement, read: &usize, pads: &[(i64, i64)], index: usize) -> Statement {
+fn pad_statement(
+    tensors: &mut Vec<Tensor>,
+    st: &Statement,
+    read: &usize,
+    pads: &[(i64, i64)],
+    index: usize,
+) -> Statement {
     let source = st.rhs.reads()[*read].clone();
     let t = &tensors[source.tensor.index()];
-    let shape: Vec<usize> = t.shape.iter().zip(pads).map(|(&n, &(l, h))| n + (l + h) as usize).collect();
+    let shape: Vec<usize> = t
+        .shape
+        .iter()
+        .zip(pads)
+        .map(|(&n, &(l, h))| n + (l + h) as usize)
+        .collect();
     let name = format!("{}+pad", t.name);
     let id = TensorId(tensors.len() as u32);
     tensors.push(Tensor {
@@ -143,7 +161,9 @@ fn rewrite_read(e: &mut Expr, target: &usize, padded: TensorId, pads: &[(i64, i6
                 walk(a, k, target, padded, pads);
                 walk(b, k, target, padded, pads);
             }
-            Expr::Call(_, args) => args.iter_mut().for_each(|a| walk(a, k, target, padded, pads)),
+            Expr::Call(_, args) => args
+                .iter_mut()
+                .for_each(|a| walk(a, k, target, padded, pads)),
         }
     }
     walk(e, &mut 0, *target, padded, pads);

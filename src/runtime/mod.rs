@@ -108,7 +108,12 @@ impl Kernel {
     pub fn scheduled_ir(&self) -> String {
         let mut out = String::new();
         for (n, s) in self.schedules.iter().enumerate() {
-            out.push_str(&format!("# schedule {}: {s}\n", n + 1));
+            let text = if s.0.is_empty() {
+                "(none: the lowered nest)".to_string()
+            } else {
+                s.to_string()
+            };
+            out.push_str(&format!("# schedule {}: {text}\n", n + 1));
         }
         out + &crate::dump(&self.program, &self.scheduled)
     }

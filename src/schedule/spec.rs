@@ -304,7 +304,10 @@ impl Spec {
             let e = self.substitute(e);
             let a = e.coeff(Var(d as u32)).abs();
             let others = e.terms.iter().filter(|(v, _)| v.index() != d);
-            let span: i64 = others.clone().map(|&(v, c)| c.abs() * (extent(v) - 1)).sum();
+            let span: i64 = others
+                .clone()
+                .map(|&(v, c)| c.abs() * (extent(v) - 1))
+                .sum();
             let step = others.fold(0, |g, &(_, c)| gcd(g, c.abs()));
             a > 0 && (a > span || (step > 0 && a * (extent(Var(d as u32)) - 1) < step))
         })
