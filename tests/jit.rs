@@ -3,86 +3,13 @@
 //! strided and transposed views, two threads, and random programs.
 
 mod common;
+use common::ops::operations;
 use common::*;
 use einjit::{Formula, Kernel};
 use proptest::prelude::*;
 
-/// A formula and the shapes of its inputs.
-type Operation = (String, Vec<(&'static str, Vec<usize>)>);
-
-/// Every operation of the README's table, for a size `n`.
-fn operations(n: usize) -> Vec<Operation> {
-    let m = n + 2;
-    let ops: Vec<Operation> = vec![
-        ("O[i] = A[i,k] * B[k]".into(), vec![("A", vec![n, m]), ("B", vec![m])]),
-        ("O[i,j] = A[i,k] * B[k,j]".into(), vec![("A", vec![n, m]), ("B", vec![m, n + 5])]),
-        ("O[i,j] = A[k,i] * B[j,k]".into(), vec![("A", vec![m, n]), ("B", vec![n + 1, m])]),
-        ("O[b,i,j] = A[b,i,k] * B[b,k,j]".into(), vec![("A", vec![2, n, 3]), ("B", vec![2, 3, m])]),
-        ("O[i,j] = A[i,k] * B[j,k,l] * C[i,l]".into(), vec![("A", vec![n, 3]), ("B", vec![m, 3, 4]), ("C", vec![n, 4])]),
-        ("O[n,h] = A[n,m] * X[m,c] * W[c,h]".into(), vec![("A", vec![n, m]), ("X", vec![m, 3]), ("W", vec![3, n])]),
-        ("O[i,j] = A[i] * B[j]".into(), vec![("A", vec![n]), ("B", vec![m])]),
-        ("O[i] = A[i,i]".into(), vec![("A", vec![n, n])]),
-        (format!("O[b,k,i] = I[b,c,i+rx-1] * W[k,c,rx] where i in 0..{m}"), vec![("I", vec![2, 3, m]), ("W", vec![n, 3, 3])]),
-        ("O[b,k,i] = I[b,c,2*i+2*rx] * W[k,c,rx]".into(), vec![("I", vec![1, 2, 2 * m + 3]), ("W", vec![3, 2, 2])]),
-        (
-            format!("O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..{n}, j in 0..{m}"),
-            vec![("I", vec![1, 3, n, m]), ("W", vec![5, 3, 3, 3])],
-        ),
-        (
-            format!("O[b,k,i,j] = I[b,c,2*i+rx-1,2*j+ry-1] * W[k,c,rx,ry] where i in 0..{}, j in 0..{}", n.div_ceil(2), m.div_ceil(2)),
-            vec![("I", vec![1, 2, n, m]), ("W", vec![3, 2, 3, 3])],
-        ),
-        (
-            format!("O[b,k,i,j] = I[b,c,i+2*rx-2,j+2*ry-2] * W[k,c,rx,ry] where i in 0..{n}, j in 0..{m}"),
-            vec![("I", vec![1, 2, n, m]), ("W", vec![3, 2, 3, 3])],
-        ),
-        (
-            format!("O[b,k,i,j,l] = I[b,c,i+rx-1,j+ry-1,l+rz-1] * W[k,c,rx,ry,rz] where i in 0..3, j in 0..{n}, l in 0..{m}"),
-            vec![("I", vec![1, 2, 3, n, m]), ("W", vec![2, 2, 3, 3, 3])],
-        ),
-        (format!("O[i] = I[i-rx] * W[rx] where i in 0..{}", n + 2), vec![("I", vec![n]), ("W", vec![3])]),
-        ("O[b,k,2*i+rx-1,2*j+ry-1] += I[b,c,i,j] * W[c,k,rx,ry]".into(), vec![("I", vec![1, 3, n, 3]), ("W", vec![3, 2, 4, 4]), ("O", vec![1, 2, 2 * n, 6])]),
-        ("O[b,k,2*i+rx-1] += I[b,c,i] * W[c,k,rx]".into(), vec![("I", vec![2, 3, n]), ("W", vec![3, 4, 4]), ("O", vec![2, 4, 2 * n])]),
-        (
-            "O[b,k,2*i+rx-1,2*j+ry-1,2*l+rz-1] += I[b,c,i,j,l] * W[c,k,rx,ry,rz]".into(),
-            vec![("I", vec![1, 2, 2, 3, n]), ("W", vec![2, 2, 4, 4, 4]), ("O", vec![1, 2, 4, 6, 2 * n])],
-        ),
-        (format!("O[b,k,i] = I[b,c,i+rx-3] * W[c,k,3-rx] where i in 0..{}, rx in 0..4", n + 3), vec![("I", vec![1, 2, n]), ("W", vec![2, 3, 4])]),
-        (
-            "O[b,4*g+k,i,j] = I[b,2*g+c,i+rx,j+ry] * W[4*g+k,c,rx,ry] where g in 0..2, k in 0..4".into(),
-            vec![("I", vec![1, 4, n + 2, m + 2]), ("W", vec![8, 2, 3, 3])],
-        ),
-        (
-            format!("O[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * W[c,0,rx,ry] where i in 0..{n}, j in 0..{m}"),
-            vec![("I", vec![1, 5, n, m]), ("W", vec![5, 1, 3, 3])],
-        ),
-        ("O[b,k,i,j] = I[b,c,i,j] * W[k,c,0,0]".into(), vec![("I", vec![1, 4, n, m]), ("W", vec![6, 4, 1, 1])]),
-        ("O[b,c,i,j] max= I[b,c,2*i+rx,2*j+ry] where rx in 0..2, ry in 0..2".into(), vec![("I", vec![1, 3, 2 * n, m])]),
-        ("T[b,c,i,j] = I[b,c,2*i+rx,2*j+ry] where rx in 0..2, ry in 0..2\nO[b,c,i,j] = T[b,c,i,j] * 0.25".into(), vec![("I", vec![1, 3, 2 * n, m])]),
-        ("O[b,c] = I[b,c,i,j] / 9".into(), vec![("I", vec![2, 3, n, m])]),
-        ("O[b,c] max= I[b,c,i,j]".into(), vec![("I", vec![2, 3, n, m])]),
-        (
-            format!("T[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..{n}, j in 0..{m}\nO[b,k,i,j] = relu(T[b,k,i,j] + Bias[k])"),
-            vec![("I", vec![1, 2, n, m]), ("W", vec![3, 2, 3, 3]), ("Bias", vec![3])],
-        ),
-        ("O[b,2*c+g,i,j] = I[b,4*g+c,i,j] where g in 0..2, c in 0..4".into(), vec![("I", vec![1, 8, n, m])]),
-        (
-            format!("T[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * D[c,0,rx,ry] where i in 0..{n}, j in 0..{m}\nO[b,k,i,j] = T[b,c,i,j] * P[k,c,0,0]"),
-            vec![("I", vec![1, 3, n, m]), ("D", vec![3, 1, 3, 3]), ("P", vec![4, 3, 1, 1])],
-        ),
-        (
-            format!("T[b,c,i,j] = I[b,c,i+rx-1,j] * U[rx] where i in 0..{n}\nO[b,c,i,j] = T[b,c,i,j+ry-1] * V[ry] where j in 0..{m}"),
-            vec![("I", vec![1, 2, n, m]), ("U", vec![3]), ("V", vec![3])],
-        ),
-        ("O[i] = sigmoid(A[i]) + tanh(A[i]) * exp(-abs(A[i])) - log(1 + A[i] * A[i]) + sqrt(abs(A[i])) + max(A[i], 0.1) + min(A[i], -0.1)".into(), vec![("A", vec![m])]),
-        ("O[i,j] min= A[i,k] - B[k,j]".into(), vec![("A", vec![n, 3]), ("B", vec![3, m])]),
-        ("X[i] = X[i] * 2\nX[i] = X[2 - i] + 1".into(), vec![("X", vec![3])]),
-    ];
-    ops
-}
-
 fn check_all(n: usize) {
-    for (src, shapes) in operations(n) {
+    for (_, src, shapes) in operations(n) {
         let list: Vec<(&str, ArrayD<f32>)> = shapes
             .iter()
             .enumerate()

@@ -2,6 +2,8 @@
 //! program through the reference evaluator and through the IR interpreter.
 #![allow(dead_code)]
 
+pub mod ops;
+
 use einjit::{check_source, ir, lower, reference};
 pub use ndarray::{ArrayD, IxDyn};
 
