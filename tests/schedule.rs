@@ -171,14 +171,20 @@ fn scatter_and_pooling_schedules() {
         &p,
         "split j 4; reorder b c i jo rx ry ji; unroll rx; unroll ry; parallel c",
     );
-    // Stride 2 in the vectorized loop would need a gather.
-    let e = scheduled(
+    // Stride 2 in the vectorized loop: a gather of every other element.
+    let dump = check(
         pool,
         &p,
-        "split j 4; reorder b c i jo rx ry ji; vectorize ji",
-    )
-    .unwrap_err();
-    assert!(e.contains("the load from I is not contiguous in it"), "{e}");
+        "split j 4; reorder b c i jo rx ry ji; vectorize ji; accumulate rx",
+    );
+    assert!(dump.contains("I[b, c, 2*i + rx, 8*jo + ry]x4/2"), "{dump}");
+    // Backwards it cannot be.
+    let r = inputs(&[("A", rand(&[8], 1))]);
+    let e = scheduled("O[i] = A[7 - i]", &r, "split i 4; vectorize ii").unwrap_err();
+    assert!(
+        e.contains("the load from A does not step forward along its last dimension with it"),
+        "{e}"
+    );
 }
 
 /// Random legal schedules: splits, a reorder, marks, on several operations.

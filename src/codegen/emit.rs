@@ -381,14 +381,32 @@ impl Emitter<'_, '_> {
     fn expr(&mut self, e: &Expr) -> Result<Value> {
         Ok(match e {
             Expr::Const(c) => self.b.ins().f32const(*c),
-            Expr::Load { buf, index, lanes } => {
-                let ty = if *lanes == 1 { F32 } else { F32X4 };
+            Expr::Load {
+                buf,
+                index,
+                lanes,
+                step,
+            } => {
                 let (ptr, off) = self.address(*buf, index);
                 let mut flags = MemFlagsData::new().with_notrap();
                 if self.func.buffers[buf.index()].kind == BufKind::Input {
                     flags = flags.with_readonly().with_can_move();
                 }
-                self.b.ins().load(ty, flags, ptr, off)
+                match (*lanes, *step) {
+                    (1, _) => self.b.ins().load(F32, flags, ptr, off),
+                    (_, 1) => self.b.ins().load(F32X4, flags, ptr, off),
+                    (n, s) => {
+                        // A gather: one scalar load per lane, `4*s` bytes apart.
+                        let first = self.b.ins().load(F32, flags, ptr, off);
+                        let mut v = self.b.ins().splat(F32X4, first);
+                        for lane in 1..n {
+                            let at = off + (4 * s * i64::from(lane)) as i32;
+                            let x = self.b.ins().load(F32, flags, ptr, at);
+                            v = self.b.ins().insertlane(v, x, lane as u8);
+                        }
+                        v
+                    }
+                }
             }
             Expr::Broadcast(x) => {
                 let x = self.expr(x)?;

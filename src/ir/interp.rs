@@ -82,15 +82,15 @@ struct Machine<'a> {
 }
 
 impl Machine<'_> {
-    /// Offset of the first of `lanes` consecutive elements (along the last
-    /// dimension) from `index`, all of which must be inside the buffer.
-    fn offset(&self, buf: BufId, index: &[Affine], lanes: u32) -> usize {
+    /// Offset of the first of `lanes` elements `step` apart along the last
+    /// dimension from `index`, all of which must be inside the buffer.
+    fn offset(&self, buf: BufId, index: &[Affine], lanes: u32, step: i64) -> usize {
         let b = &self.func.buffers[buf.index()];
         let mut off = 0i64;
         for (d, e) in index.iter().enumerate() {
             let i = e.eval(&self.env);
             let last = if d + 1 == index.len() {
-                lanes as i64 - 1
+                (lanes as i64 - 1) * step
             } else {
                 0
             };
@@ -123,7 +123,7 @@ impl Machine<'_> {
                 combine,
             } => {
                 let v = self.expr(value);
-                let off = self.offset(*buf, index, v.lanes);
+                let off = self.offset(*buf, index, v.lanes, 1);
                 let slots = &mut self.data[buf.index()][off..off + v.lanes as usize];
                 for (slot, x) in slots.iter_mut().zip(v.v) {
                     *slot = match combine {
@@ -150,11 +150,17 @@ impl Machine<'_> {
     fn expr(&self, e: &Expr) -> Value {
         match e {
             Expr::Const(c) => Value::splat(*c, 1),
-            Expr::Load { buf, index, lanes } => {
-                let off = self.offset(*buf, index, *lanes);
+            Expr::Load {
+                buf,
+                index,
+                lanes,
+                step,
+            } => {
+                let off = self.offset(*buf, index, *lanes, *step);
                 let mut v = Value::splat(0.0, *lanes);
-                v.v[..*lanes as usize]
-                    .copy_from_slice(&self.data[buf.index()][off..off + *lanes as usize]);
+                for (k, x) in v.v[..*lanes as usize].iter_mut().enumerate() {
+                    *x = self.data[buf.index()][off + k * *step as usize];
+                }
                 v
             }
             Expr::Broadcast(x) => Value::splat(self.expr(x).v[0], LANES),

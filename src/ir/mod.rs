@@ -175,11 +175,13 @@ pub enum BinOp {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Expr {
     Const(f32),
-    /// `lanes` consecutive elements of the last dimension, from `index`.
+    /// `lanes` elements of the last dimension from `index`, `step` apart
+    /// (1: contiguous, one vector load; more: a gather of scalar loads).
     Load {
         buf: BufId,
         index: Vec<Affine>,
         lanes: u32,
+        step: i64,
     },
     /// A scalar repeated in every lane of a vector.
     Broadcast(Box<Expr>),
@@ -195,6 +197,7 @@ impl Expr {
             buf,
             index,
             lanes: 1,
+            step: 1,
         }
     }
 }

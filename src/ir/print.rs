@@ -75,10 +75,21 @@ impl Func {
                     let _ = write!(out, "{c:?}");
                 }
             }
-            Expr::Load { buf, index, lanes } => {
+            Expr::Load {
+                buf,
+                index,
+                lanes,
+                step,
+            } => {
                 out.push_str(&self.access(*buf, index));
-                if *lanes > 1 {
-                    let _ = write!(out, "x{lanes}");
+                match (*lanes, *step) {
+                    (1, _) => {}
+                    (n, 1) => {
+                        let _ = write!(out, "x{n}");
+                    }
+                    (n, s) => {
+                        let _ = write!(out, "x{n}/{s}");
+                    }
                 }
             }
             Expr::Broadcast(x) => {

@@ -48,9 +48,12 @@ impl Stmt {
     }
 }
 
+/// A rewrite of one load: `(buf, index, lanes, step)` → its replacement.
+pub type LoadRewrite<'a> = dyn Fn(BufId, &[Affine], u32, i64) -> Expr + 'a;
+
 impl Expr {
     pub fn substitute(&self, v: Var, by: &Affine) -> Expr {
-        self.map_loads(&|buf, index, lanes| Expr::Load {
+        self.map_loads(&|buf, index, lanes, step| Expr::Load {
             buf,
             index: index
                 .iter()
@@ -60,13 +63,19 @@ impl Expr {
                 })
                 .collect(),
             lanes,
+            step,
         })
     }
 
-    /// The expression with every load replaced by `f(buf, index, lanes)`.
-    pub fn map_loads(&self, f: &dyn Fn(BufId, &[Affine], u32) -> Expr) -> Expr {
+    /// The expression with every load replaced by `f(buf, index, lanes, step)`.
+    pub fn map_loads(&self, f: &LoadRewrite) -> Expr {
         match self {
-            Expr::Load { buf, index, lanes } => f(*buf, index, *lanes),
+            Expr::Load {
+                buf,
+                index,
+                lanes,
+                step,
+            } => f(*buf, index, *lanes, *step),
             Expr::Const(_) | Expr::Local(_) => self.clone(),
             Expr::Broadcast(x) => Expr::Broadcast(Box::new(x.map_loads(f))),
             Expr::Unary(op, x) => Expr::Unary(*op, Box::new(x.map_loads(f))),

@@ -42,9 +42,17 @@ fn access_ok(func: &Func, buf: BufId, index: &[Affine], bound: &[Var]) -> Result
 fn expr(func: &Func, e: &Expr, bound: &[Var]) -> Result<(), String> {
     match e {
         Expr::Const(_) => Ok(()),
-        Expr::Load { buf, index, lanes } => {
+        Expr::Load {
+            buf,
+            index,
+            lanes,
+            step,
+        } => {
             if *lanes != 1 && *lanes != LANES {
                 return Err(format!("load of {lanes} lanes"));
+            }
+            if *step < 1 {
+                return Err(format!("load with lane step {step}"));
             }
             access_ok(func, *buf, index, bound)
         }

@@ -54,6 +54,7 @@ fn rewrite(func: &mut Func, s: Stmt) -> Vec<Stmt> {
                 buf: t.buf,
                 index: t.index.clone(),
                 lanes: t.lanes,
+                step: 1,
             },
             combine: None,
         });

@@ -2,8 +2,9 @@
 //! the statement's access pattern.
 //!
 //! - The vector dimension `v` is the output's last index when it is a plain
-//!   output variable that every read uses contiguously (last index, step 1)
-//!   or not at all: those reads become 4-lane loads, the rest broadcasts.
+//!   output variable that every read uses only in its last index, stepping
+//!   forward, or not at all: those reads become 4-lane loads (gathers when
+//!   strided, as in a stride-2 convolution or pooling), the rest broadcasts.
 //! - The register-row dimension `u` is an output variable of a read that
 //!   does not use `v` (GEMM's `A[i,k]`, a convolution's weights `W[k,..]`):
 //!   one broadcast of it feeds a whole row of vectors.
@@ -151,7 +152,8 @@ fn candidate(st: &Statement) -> Schedule {
     Schedule(d)
 }
 
-/// The output's last index variable, if every read uses it contiguously or not at all.
+/// The output's last index variable, if every read uses it in its last
+/// index only, stepping forward (1: contiguous; more: gathered), or not at all.
 fn vector_dim(st: &Statement) -> Option<usize> {
     let last = st.lhs.index.last()?.as_var()?;
     if st.lhs.index[..st.lhs.index.len() - 1]
@@ -160,12 +162,10 @@ fn vector_dim(st: &Statement) -> Option<usize> {
     {
         return None;
     }
+    // Contiguous, or strided (a gather, still worth it for the FMAs it feeds).
     let contiguous = st.rhs.reads().iter().all(|a| {
-        let n = a.index.len();
         let uses = a.index.iter().any(|e| e.coeff(last) != 0);
-        !uses
-            || (a.index[n - 1].coeff(last) == 1
-                && a.index[..n - 1].iter().all(|e| e.coeff(last) == 0))
+        !uses || crate::schedule::vectorize::strided(&a.index, last).is_some()
     });
     contiguous.then_some(last.index())
 }

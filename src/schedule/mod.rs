@@ -14,7 +14,7 @@ mod accumulate;
 mod auto;
 mod spec;
 mod unroll;
-mod vectorize;
+pub(crate) mod vectorize;
 
 pub use accumulate::accumulate;
 pub use auto::auto_schedule;

@@ -44,8 +44,14 @@ fn vectorize_stmt(func: &Func, s: &Stmt) -> Result<Vec<Stmt>, String> {
 
 /// Whether `index` is contiguous in `v`: `v` only in the last index, with coefficient 1.
 fn contiguous(index: &[Affine], v: Var) -> bool {
+    strided(index, v) == Some(1)
+}
+
+/// The lane step of a load: `v` only in the last index, with a positive coefficient.
+pub(crate) fn strided(index: &[Affine], v: Var) -> Option<i64> {
     let n = index.len();
-    n > 0 && index[n - 1].coeff(v) == 1 && index[..n - 1].iter().all(|e| e.coeff(v) == 0)
+    let c = index.get(n.checked_sub(1)?)?.coeff(v);
+    (c > 0 && index[..n - 1].iter().all(|e| e.coeff(v) == 0)).then_some(c)
 }
 
 fn lanes(func: &Func, l: &Loop, first: i64) -> Result<Vec<Stmt>, String> {
@@ -92,17 +98,19 @@ fn vector_value(func: &Func, e: &Expr, v: Var, first: i64, name: &str) -> Result
             buf,
             index,
             lanes: 1,
-        } if contiguous(index, v) => Expr::Load {
+            ..
+        } if strided(index, v).is_some() => Expr::Load {
             buf: *buf,
             index: index
                 .iter()
                 .map(|x| x.substitute(v, &Affine::constant(first)).expect("in range"))
                 .collect(),
             lanes: LANES,
+            step: strided(index, v).expect("checked"),
         },
         Expr::Load { buf, .. } => {
             return Err(format!(
-                "cannot vectorize `{name}`: the load from {} is not contiguous in it (no gathers)",
+                "cannot vectorize `{name}`: the load from {} does not step forward along its last dimension with it",
                 func.buffers[buf.index()].name
             ))
         }
