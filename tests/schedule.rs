@@ -93,8 +93,26 @@ fn illegal_directives_are_typed_errors_naming_the_loop() {
     );
     assert!(err("reorder k j; split j 8; vectorize ji").contains("it has 8 iterations"));
     assert!(err("parallel k").contains("cannot parallelize `k`: it is a reduction loop"));
-    assert!(err("reorder j k; split k 4; vectorize ki")
-        .contains("cannot vectorize `ki`: it is a reduction loop"));
+    let e = err("reorder j k; split k 4; vectorize ki");
+    assert!(
+        e.contains(
+            "cannot vectorize `ki`: the load from B does not step forward along its last dimension"
+        ),
+        "{e}"
+    );
+    let a = inputs(&[("A", rand(&[8, 8], 1))]);
+    let e = scheduled(
+        "O[j,i] = A[i,j]",
+        &a,
+        "reorder i j; split j 4; vectorize ji",
+    )
+    .unwrap_err();
+    assert!(
+        e.contains(
+            "cannot vectorize `ji`: the store to O is neither contiguous in it nor a reduction over it"
+        ),
+        "{e}"
+    );
     let big = gemm_inputs(100, 4, 4);
     let e = scheduled(GEMM, &big, "unroll i").unwrap_err();
     assert!(
@@ -116,6 +134,34 @@ fn illegal_directives_are_typed_errors_naming_the_loop() {
     );
     // Errors render with the statement's line.
     assert!(e.contains("1 | O[2*i+rx-1] += I[i] * W[rx]"), "{e}");
+}
+
+#[test]
+fn vectorized_reductions_keep_partial_sums_in_lanes() {
+    // GEMV: rows of vector partial sums across `ko`, lanes combined once.
+    let sched = "split k 8; split ki 4; split i 4; reorder io ko ii kio kii; unroll ii; unroll kio; vectorize kii; accumulate ko";
+    for (m, k) in [(8, 16), (10, 19), (1, 8), (5, 33)] {
+        let i = inputs(&[("A", rand(&[m, k], 1)), ("B", rand(&[k], 2))]);
+        let dump = check("O[i] = A[i,k] * B[k]", &i, sched);
+        assert!(dump.contains("acc0 = splat(0.0)"), "{dump}");
+        assert!(
+            dump.contains("acc0 += A[4*io, 8*ko]x4 * B[8*ko]x4"),
+            "{dump}"
+        );
+        assert!(dump.contains("O[4*io] += hsum(acc0)"), "{dump}");
+    }
+    // Max over a vectorized reduction starts from -inf in every lane.
+    let i = inputs(&[("I", rand(&[3, 12], 3))]);
+    let dump = check(
+        "O[c] max= I[c, x]",
+        &i,
+        "split x 4; vectorize xi; accumulate xo",
+    );
+    assert!(dump.contains("acc0 = splat(-inf)"), "{dump}");
+    assert!(dump.contains("O[c] max= hmax(acc0)"), "{dump}");
+    // Without accumulation the lanes combine at every step.
+    let dump = check("O[c] max= I[c, x]", &i, "split x 4; vectorize xi");
+    assert!(dump.contains("O[c] max= hmax(I[c, 4*xo]x4)"), "{dump}");
 }
 
 #[test]

@@ -70,7 +70,7 @@ fn mark_buffers(s: &Stmt, used: &mut [bool]) {
         match e {
             Expr::Load { buf, .. } => used[buf.index()] = true,
             Expr::Const(_) | Expr::Local(_) => {}
-            Expr::Broadcast(x) | Expr::Unary(_, x) => expr(x, used),
+            Expr::Broadcast(x) | Expr::Reduce(_, x) | Expr::Unary(_, x) => expr(x, used),
             Expr::Binary(_, a, b) => {
                 expr(a, used);
                 expr(b, used);
@@ -407,6 +407,19 @@ impl Emitter<'_, '_> {
                         v
                     }
                 }
+            }
+            Expr::Reduce(c, x) => {
+                let v = self.expr(x)?;
+                let mut acc = self.b.ins().extractlane(v, 0);
+                for lane in 1..LANES as u8 {
+                    let y = self.b.ins().extractlane(v, lane);
+                    acc = match c {
+                        Combine::Sum => self.b.ins().fadd(acc, y),
+                        Combine::Max => self.max_min(acc, y, true),
+                        Combine::Min => self.max_min(acc, y, false),
+                    };
+                }
+                acc
             }
             Expr::Broadcast(x) => {
                 let x = self.expr(x)?;

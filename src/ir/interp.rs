@@ -164,6 +164,13 @@ impl Machine<'_> {
                 v
             }
             Expr::Broadcast(x) => Value::splat(self.expr(x).v[0], LANES),
+            Expr::Reduce(c, x) => {
+                let v = self.expr(x);
+                let r = v.v[1..v.lanes as usize]
+                    .iter()
+                    .fold(v.v[0], |a, &b| c.apply(a, b));
+                Value::splat(r, 1)
+            }
             Expr::Local(l) => self.locals[l.index()],
             Expr::Unary(op, x) => self.expr(x).map(|x| op.eval(x)),
             Expr::Binary(op, a, b) => self.expr(a).zip(self.expr(b), |x, y| op.eval(x, y)),

@@ -185,6 +185,8 @@ pub enum Expr {
     },
     /// A scalar repeated in every lane of a vector.
     Broadcast(Box<Expr>),
+    /// A vector's lanes combined into one scalar (a horizontal sum, max or min).
+    Reduce(Combine, Box<Expr>),
     Local(LocalId),
     Unary(UnOp, Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
@@ -234,6 +236,7 @@ impl Func {
             Expr::Const(_) => 1,
             Expr::Load { lanes, .. } => *lanes,
             Expr::Broadcast(_) => LANES,
+            Expr::Reduce(..) => 1,
             Expr::Local(l) => self.locals[l.index()].lanes,
             Expr::Unary(_, x) => self.lanes(x),
             Expr::Binary(_, a, _) => self.lanes(a),

@@ -92,6 +92,15 @@ impl Func {
                     }
                 }
             }
+            Expr::Reduce(c, x) => {
+                out.push_str(match c {
+                    Combine::Sum => "hsum(",
+                    Combine::Max => "hmax(",
+                    Combine::Min => "hmin(",
+                });
+                self.write_expr(x, 0, out);
+                out.push(')');
+            }
             Expr::Broadcast(x) => {
                 out.push_str("splat(");
                 self.write_expr(x, 0, out);

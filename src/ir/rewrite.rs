@@ -78,6 +78,7 @@ impl Expr {
             } => f(*buf, index, *lanes, *step),
             Expr::Const(_) | Expr::Local(_) => self.clone(),
             Expr::Broadcast(x) => Expr::Broadcast(Box::new(x.map_loads(f))),
+            Expr::Reduce(c, x) => Expr::Reduce(*c, Box::new(x.map_loads(f))),
             Expr::Unary(op, x) => Expr::Unary(*op, Box::new(x.map_loads(f))),
             Expr::Binary(op, a, b) => {
                 Expr::Binary(*op, Box::new(a.map_loads(f)), Box::new(b.map_loads(f)))
@@ -90,7 +91,7 @@ impl Expr {
         match self {
             Expr::Load { index, .. } => index.iter().any(|e| e.coeff(v) != 0),
             Expr::Const(_) | Expr::Local(_) => false,
-            Expr::Broadcast(x) | Expr::Unary(_, x) => x.uses_var(v),
+            Expr::Broadcast(x) | Expr::Reduce(_, x) | Expr::Unary(_, x) => x.uses_var(v),
             Expr::Binary(_, a, b) => a.uses_var(v) || b.uses_var(v),
         }
     }
@@ -100,7 +101,7 @@ impl Expr {
         match self {
             Expr::Load { buf: b, .. } => *b == buf,
             Expr::Const(_) | Expr::Local(_) => false,
-            Expr::Broadcast(x) | Expr::Unary(_, x) => x.reads(buf),
+            Expr::Broadcast(x) | Expr::Reduce(_, x) | Expr::Unary(_, x) => x.reads(buf),
             Expr::Binary(_, a, b) => a.reads(buf) || b.reads(buf),
         }
     }

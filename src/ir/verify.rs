@@ -56,6 +56,10 @@ fn expr(func: &Func, e: &Expr, bound: &[Var]) -> Result<(), String> {
             }
             access_ok(func, *buf, index, bound)
         }
+        Expr::Reduce(_, x) => match func.lanes(x) {
+            LANES => expr(func, x, bound),
+            n => Err(format!("horizontal reduction of a {n}-lane value")),
+        },
         Expr::Broadcast(x) => match func.lanes(x) {
             1 => expr(func, x, bound),
             n => Err(format!("broadcast of a {n}-lane value")),

@@ -3,6 +3,9 @@
 //! across it is loaded into a register before the loop, combined in the
 //! register inside, and stored once after. With the tile unrolled and
 //! vectorized inside, this is the MR×NR accumulator tile of a GEMM kernel.
+//! A horizontal reduction (`O[i] += hsum(vector)`, from vectorizing a
+//! reduction loop) keeps the whole vector in the register instead, starting
+//! from the operator's identity, and combines its lanes once after the loop.
 
 use crate::affine::Var;
 use crate::check::Combine;
@@ -34,7 +37,11 @@ fn rewrite(func: &mut Func, s: Stmt) -> Vec<Stmt> {
     let mut tiles: Vec<Tile> = Vec::new();
     let mut blocked: Vec<BufId> = Vec::new();
     scan(func, &l.body, &inner, &mut tiles, &mut blocked);
+    block_overlapping(&tiles, &mut blocked);
     tiles.retain(|t| !blocked.contains(&t.buf));
+    // Registers that replace the element's value are stored before those
+    // combined into it (a peeled tail's scalar and the vector of one element).
+    tiles.sort_by_key(|t| t.horizontal);
     if tiles.is_empty() {
         return vec![Stmt::Loop(l)];
     }
@@ -48,21 +55,29 @@ fn rewrite(func: &mut Func, s: Stmt) -> Vec<Stmt> {
     let mut before = Vec::new();
     let mut after = Vec::new();
     for (t, &local) in tiles.iter().zip(&locals) {
-        before.push(Stmt::Assign {
-            local,
-            value: Expr::Load {
+        let (init, result, combine) = if t.horizontal {
+            let identity = Expr::Broadcast(Box::new(Expr::Const(t.combine.identity())));
+            let lanes = Expr::Reduce(t.combine, Box::new(Expr::Local(local)));
+            (identity, lanes, Some(t.combine))
+        } else {
+            let load = Expr::Load {
                 buf: t.buf,
                 index: t.index.clone(),
                 lanes: t.lanes,
                 step: 1,
-            },
+            };
+            (load, Expr::Local(local), None)
+        };
+        before.push(Stmt::Assign {
+            local,
+            value: init,
             combine: None,
         });
         after.push(Stmt::Store {
             buf: t.buf,
             index: t.index.clone(),
-            value: Expr::Local(local),
-            combine: None,
+            value: result,
+            combine,
         });
     }
     l.body = l
@@ -81,6 +96,8 @@ struct Tile {
     index: Vec<crate::affine::Affine>,
     lanes: u32,
     combine: Combine,
+    /// The stores are `Reduce(combine, vector)`: the register holds the vector.
+    horizontal: bool,
 }
 
 fn collect_vars(body: &[Stmt], out: &mut Vec<Var>) {
@@ -116,19 +133,28 @@ fn scan(
                     }
                 }
                 let invariant = index.iter().all(|e| e.vars().all(|v| !inner.contains(&v)));
-                let lanes = func.lanes(value);
+                let (lanes, horizontal) = match value {
+                    Expr::Reduce(r, vector) if Some(*r) == *combine => (func.lanes(vector), true),
+                    _ => (func.lanes(value), false),
+                };
                 match combine {
                     Some(c) if invariant => {
-                        let same = |t: &Tile| t.buf == *buf && &t.index == index;
+                        let same = |t: &Tile| {
+                            t.buf == *buf && &t.index == index && t.horizontal == horizontal
+                        };
+                        let tile = Tile {
+                            buf: *buf,
+                            index: index.clone(),
+                            lanes,
+                            combine: *c,
+                            horizontal,
+                        };
                         match tiles.iter().find(|t| same(t)) {
-                            Some(t) if t.combine != *c || t.lanes != lanes => blocked.push(*buf),
+                            Some(t) if (t.combine, t.lanes) != (tile.combine, tile.lanes) => {
+                                blocked.push(*buf)
+                            }
                             Some(_) => {}
-                            None => tiles.push(Tile {
-                                buf: *buf,
-                                index: index.clone(),
-                                lanes,
-                                combine: *c,
-                            }),
+                            None => tiles.push(tile),
                         }
                     }
                     _ => blocked.push(*buf),
@@ -140,6 +166,50 @@ fn scan(
                         blocked.push(BufId(b as u32));
                     }
                 }
+            }
+        }
+    }
+}
+
+impl Tile {
+    /// Elements of the buffer the register stands for.
+    fn width(&self) -> u32 {
+        if self.horizontal {
+            1
+        } else {
+            self.lanes
+        }
+    }
+}
+
+/// Registers of one buffer must hold disjoint elements, or a later store
+/// after the loop would overwrite an earlier one: tiles at different
+/// indices must differ by constants, in a leading dimension or by at least
+/// a vector in the last. (A scalar and a horizontal register of the same
+/// element are fine: both combine into it.)
+fn block_overlapping(tiles: &[Tile], blocked: &mut Vec<BufId>) {
+    for (k, a) in tiles.iter().enumerate() {
+        for b in &tiles[k + 1..] {
+            if a.buf != b.buf || a.index == b.index {
+                continue;
+            }
+            let delta: Option<Vec<i64>> = a
+                .index
+                .iter()
+                .zip(&b.index)
+                .map(|(x, y)| {
+                    x.add_scaled(y, -1)
+                        .filter(|d| d.is_constant())
+                        .map(|d| d.constant)
+                })
+                .collect();
+            let disjoint = delta.is_some_and(|d| {
+                let (last, lead) = d.split_last().expect("tiles index a tensor");
+                lead.iter().any(|&x| x != 0)
+                    || last.unsigned_abs() >= u64::from(a.width().max(b.width()))
+            });
+            if !disjoint {
+                blocked.push(a.buf);
             }
         }
     }
@@ -160,19 +230,28 @@ fn replace(s: Stmt, tiles: &[Tile], locals: &[LocalId]) -> Stmt {
             index,
             value,
             combine,
-        } => match tiles.iter().position(|t| t.buf == buf && t.index == index) {
-            Some(k) => Stmt::Assign {
-                local: locals[k],
-                value,
-                combine,
-            },
-            None => Stmt::Store {
-                buf,
-                index,
-                value,
-                combine,
-            },
-        },
+        } => {
+            let horizontal = matches!(&value, Expr::Reduce(r, _) if Some(*r) == combine);
+            match tiles
+                .iter()
+                .position(|t| t.buf == buf && t.index == index && t.horizontal == horizontal)
+            {
+                Some(k) => Stmt::Assign {
+                    local: locals[k],
+                    value: match value {
+                        Expr::Reduce(_, vector) if horizontal => *vector,
+                        value => value,
+                    },
+                    combine,
+                },
+                None => Stmt::Store {
+                    buf,
+                    index,
+                    value,
+                    combine,
+                },
+            }
+        }
         other => other,
     }
 }

@@ -49,7 +49,7 @@ pub fn auto_schedule(program: &Program, st: &Statement) -> Schedule {
 fn candidate(st: &Statement) -> Schedule {
     let extent = |v: usize| st.vars[v].hi - st.vars[v].lo;
     let Some(v) = vector_dim(st) else {
-        return Schedule::default();
+        return reduction_candidate(st).unwrap_or_default();
     };
     if extent(v) < i64::from(LANES) {
         return Schedule::default();
@@ -150,6 +150,106 @@ fn candidate(st: &Statement) -> Schedule {
         d.push(Directive::Parallel(p.clone()));
     }
     Schedule(d)
+}
+
+/// Rows of a horizontal-reduction tile (GEMV's `O[i]`): independent vector
+/// accumulators, each reused across `RK` vectors of the reduction.
+const ROWS: i64 = 4;
+/// Reduction elements per row and iteration (two F32X4 vectors).
+const RK: i64 = 8;
+
+/// When no output dimension vectorizes (`O[i] = A[i,k] * x[k]`), vectorize
+/// a reduction dimension read contiguously instead: each of `ROWS` output
+/// elements keeps a vector of partial sums across the reduction, combining
+/// its lanes once at the end.
+/// `split i 4; split k 8; split ki 4; reorder io ko ii kio kii; unroll ii;
+/// unroll kio; vectorize kii; accumulate ko; parallel io`.
+fn reduction_candidate(st: &Statement) -> Option<Schedule> {
+    let extent = |v: usize| st.vars[v].hi - st.vars[v].lo;
+    let reads = st.rhs.reads();
+    // The innermost-read reduction variable: last index, step 1, nowhere else.
+    let r = (0..st.vars.len()).rev().find(|&r| {
+        let var = Var(r as u32);
+        st.vars[r].reduced
+            && extent(r) >= RK
+            && reads
+                .iter()
+                .any(|a| a.index.iter().any(|e| e.coeff(var) != 0))
+            && reads.iter().all(|a| {
+                !a.index.iter().any(|e| e.coeff(var) != 0)
+                    || crate::schedule::vectorize::strided(&a.index, var) == Some(1)
+            })
+    })?;
+    let name = |v: usize| st.vars[v].name.clone();
+    let rn = name(r);
+    let mut d = vec![
+        Directive::Split {
+            var: rn.clone(),
+            factor: RK as u32,
+        },
+        Directive::Split {
+            var: format!("{rn}i"),
+            factor: LANES,
+        },
+    ];
+    // Rows: the output's last variable with more than one value.
+    let u = st
+        .lhs
+        .index
+        .iter()
+        .rev()
+        .filter_map(|e| e.as_var())
+        .map(|v| v.index())
+        .find(|&u| extent(u) > 1);
+    let mut outer: Vec<String> = st
+        .vars
+        .iter()
+        .enumerate()
+        .filter(|&(k, x)| !x.reduced && Some(k) != u)
+        .map(|(_, x)| x.name.clone())
+        .collect();
+    let mut inner = Vec::new();
+    if let Some(u) = u {
+        let un = name(u);
+        if extent(u) > ROWS {
+            d.push(Directive::Split {
+                var: un.clone(),
+                factor: ROWS as u32,
+            });
+            outer.push(format!("{un}o"));
+            inner.push(format!("{un}i"));
+        } else {
+            inner.push(un);
+        }
+    }
+    let reduced: Vec<String> = st
+        .vars
+        .iter()
+        .enumerate()
+        .filter(|&(k, x)| x.reduced && k != r)
+        .map(|(_, x)| x.name.clone())
+        .chain([format!("{rn}o")])
+        .collect();
+    let mut order = outer.clone();
+    order.extend(reduced.iter().cloned());
+    order.extend(inner.iter().cloned());
+    order.push(format!("{rn}io"));
+    order.push(format!("{rn}ii"));
+    d.push(Directive::Reorder(order));
+    for l in inner.iter().chain([&format!("{rn}io")]) {
+        d.push(Directive::Unroll(l.clone()));
+    }
+    d.push(Directive::Vectorize(format!("{rn}ii")));
+    // Keep the partial sums in registers across every reduction loop.
+    d.push(Directive::Accumulate(reduced[0].clone()));
+    let trips = |n: &String| match st.vars.iter().position(|x| &x.name == n) {
+        Some(k) => extent(k),
+        None => u.map_or(1, |u| (extent(u) + ROWS - 1) / ROWS),
+    };
+    if let Some(p) = outer.iter().find(|n| trips(n) > 1) {
+        d.push(Directive::Parallel(p.clone()));
+    }
+    Some(Schedule(d))
 }
 
 /// The output's last index variable, if every read uses it in its last

@@ -239,9 +239,6 @@ impl Spec {
                         "cannot vectorize `{name}`: it has {trips} iterations, a vector {LANES} lanes (split it by {LANES} first)"
                     ));
                 }
-                if self.reduced_dims(st).contains(&d) {
-                    return Err(format!("cannot vectorize `{name}`: it is a reduction loop (its lanes would write one element)"));
-                }
                 self.dims[d].kind = LoopKind::Vectorized(LANES);
                 self.peel_around(d, st, shape_of);
                 Ok(())

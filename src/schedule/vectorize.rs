@@ -1,8 +1,11 @@
 //! Realise `vectorized(4)` loops as F32X4 lanes: a loop of exactly four
 //! iterations whose body is stores becomes those stores on vectors. A load
-//! contiguous in the loop variable (last index `... + v`, `v` nowhere else)
-//! becomes a 4-lane load; a value not depending on `v` is broadcast. Loops
-//! without constant bounds (boundary copies of peeled loops) stay scalar.
+//! stepping forward with the loop variable in its last index (`c*v + ...`,
+//! `v` nowhere else) becomes a 4-lane load (a gather when `c > 1`); a value
+//! not depending on `v` is broadcast. A store contiguous in `v` stores the
+//! vector; a store not depending on `v` (a reduction over it) combines the
+//! vector's lanes into its element. Loops without constant bounds (boundary
+//! copies of peeled loops) stay scalar.
 
 use crate::affine::{Affine, Var};
 use crate::ir::{Expr, Func, Loop, LoopKind, Stmt, LANES};
@@ -69,18 +72,26 @@ fn lanes(func: &Func, l: &Loop, first: i64) -> Result<Vec<Stmt>, String> {
                 value,
                 combine,
             } => {
-                if !contiguous(index, l.var) {
-                    return Err(format!(
-                        "cannot vectorize `{name}`: the store to {} is not contiguous in it",
+                let vector = vector_value(func, value, l.var, first, name)?;
+                match combine {
+                    _ if contiguous(index, l.var) => Ok(Stmt::Store {
+                        buf: *buf,
+                        index: index.iter().map(at_first).collect(),
+                        value: vector,
+                        combine: *combine,
+                    }),
+                    // A reduction over the loop: its lanes combine into the one element.
+                    Some(c) if index.iter().all(|e| e.coeff(l.var) == 0) => Ok(Stmt::Store {
+                        buf: *buf,
+                        index: index.clone(),
+                        value: Expr::Reduce(*c, Box::new(vector)),
+                        combine: *combine,
+                    }),
+                    _ => Err(format!(
+                        "cannot vectorize `{name}`: the store to {} is neither contiguous in it nor a reduction over it",
                         func.buffers[buf.index()].name
-                    ));
+                    )),
                 }
-                Ok(Stmt::Store {
-                    buf: *buf,
-                    index: index.iter().map(at_first).collect(),
-                    value: vector_value(func, value, l.var, first, name)?,
-                    combine: *combine,
-                })
             }
             _ => Err(format!(
                 "cannot vectorize `{name}`: it is not the innermost loop"
@@ -120,7 +131,7 @@ fn vector_value(func: &Func, e: &Expr, v: Var, first: i64, name: &str) -> Result
             Box::new(vector_value(func, a, v, first, name)?),
             Box::new(vector_value(func, b, v, first, name)?),
         ),
-        Expr::Const(_) | Expr::Local(_) | Expr::Broadcast(_) => {
+        Expr::Const(_) | Expr::Local(_) | Expr::Broadcast(_) | Expr::Reduce(..) => {
             unreachable!("does not use the variable")
         }
     })
