@@ -423,5 +423,6 @@ fn step_statement(
         ),
         op,
         span: st.span,
+        epilogues: Vec::new(),
     }
 }

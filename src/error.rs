@@ -32,6 +32,17 @@ pub enum ErrorKind {
     Syntax(String),
     #[error("unknown tensor `{0}`: it is neither an input nor produced by an earlier statement")]
     UnknownTensor(String),
+    #[error("`{tensor}` is used before it is defined: statement {defined_at} defines it (move that statement first, or pass `{tensor}` as an input)")]
+    UsedBeforeDefinition { tensor: String, defined_at: usize },
+    #[error("`{tensor}` written by statement {first} is replaced by statement {second} before anything reads it (`{op}` starts a new tensor; use `+=` to add to it, or another name)")]
+    OverwrittenUnread {
+        tensor: String,
+        first: usize,
+        second: usize,
+        op: String,
+    },
+    #[error("the statements depend on each other in a cycle through `{0}`")]
+    Cycle(String),
     #[error("unknown function `{0}` (known: relu, sigmoid, tanh, exp, log, sqrt, abs, max, min)")]
     UnknownFunction(String),
     #[error("function `{name}` takes {expected} argument(s), got {got}")]
@@ -206,39 +217,61 @@ impl fmt::Display for Error {
         let (Some(src), Some(span)) = (self.0.source_text.as_deref(), self.0.span) else {
             return Ok(());
         };
-        let (line, col, line_start) = locate(src, span.start);
-        let line_end = src[line_start..]
-            .find('\n')
-            .map_or(src.len(), |p| line_start + p);
-        let text = &src[line_start..line_end];
-        let gutter = line.to_string().len();
+        let (line, col, _) = locate(src, span.start);
+        // The lines to show: the primary span's, and the secondary span's
+        // when it is elsewhere, in source order.
+        let mut lines = vec![line];
+        if let Some(sec) = self.0.secondary {
+            let (l, _, _) = locate(src, sec.start);
+            if l != line {
+                lines.push(l);
+                lines.sort();
+            }
+        }
+        let gutter = lines.iter().max().expect("one line").to_string().len();
         writeln!(f)?;
         writeln!(f, "{:gutter$}--> {line}:{col}", "")?;
-        writeln!(f, "{:gutter$} |", "")?;
-        writeln!(f, "{line} | {text}")?;
-        // One marker line: `^` under the primary span, `-` under the secondary
-        // one when it is on the same line.
-        let width = text.chars().count() + 1;
-        let mut marks = vec![' '; width];
-        let mut mark = |s: Span, c: char| {
-            if s.start < line_start || s.start > line_end {
-                return;
+        write!(f, "{:gutter$} |", "")?;
+        for (k, &l) in lines.iter().enumerate() {
+            if k > 0 && l > lines[k - 1] + 1 {
+                write!(f, "\n{:gutter$} ...", "")?;
             }
-            let from = src[line_start..s.start].chars().count();
-            let to = src[line_start..s.end.clamp(s.start, line_end)]
-                .chars()
-                .count()
-                .max(from + 1);
-            for m in &mut marks[from.min(width - 1)..to.min(width)] {
-                *m = c;
+            let line_start = src
+                .split_inclusive('\n')
+                .take(l - 1)
+                .map(str::len)
+                .sum::<usize>();
+            let line_end = src[line_start..]
+                .find('\n')
+                .map_or(src.len(), |p| line_start + p);
+            let text = &src[line_start..line_end];
+            write!(f, "\n{l:>gutter$} | {text}")?;
+            // `^` under the primary span, `-` under the secondary one.
+            let width = text.chars().count() + 1;
+            let mut marks = vec![' '; width];
+            let mut mark = |s: Span, c: char| {
+                if s.start < line_start || s.start > line_end {
+                    return;
+                }
+                let from = src[line_start..s.start].chars().count();
+                let to = src[line_start..s.end.clamp(s.start, line_end)]
+                    .chars()
+                    .count()
+                    .max(from + 1);
+                for m in &mut marks[from.min(width - 1)..to.min(width)] {
+                    *m = c;
+                }
+            };
+            if let Some(sec) = self.0.secondary {
+                mark(sec, '-');
             }
-        };
-        if let Some(sec) = self.0.secondary {
-            mark(sec, '-');
+            mark(span, '^');
+            let marks: String = marks.into_iter().collect();
+            if !marks.trim().is_empty() {
+                write!(f, "\n{:gutter$} | {}", "", marks.trim_end())?;
+            }
         }
-        mark(span, '^');
-        let marks: String = marks.into_iter().collect();
-        write!(f, "{:gutter$} | {}", "", marks.trim_end())
+        Ok(())
     }
 }
 

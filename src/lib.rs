@@ -20,6 +20,8 @@ pub mod check;
 pub mod codegen;
 pub mod contract;
 pub mod error;
+pub mod fuse;
+pub mod graph;
 pub mod ir;
 pub mod lower;
 pub mod pad;
@@ -79,6 +81,12 @@ pub fn dump(program: &check::Program, func: &ir::Func) -> String {
             out.push_str(&format!(
                 "#   {} in {}..{}  ({role}{from})\n",
                 v.name, v.lo, v.hi
+            ));
+        }
+        for e in &st.epilogues {
+            out.push_str(&format!(
+                "#   then, in place on each finished element: {}\n",
+                e.text
             ));
         }
     }

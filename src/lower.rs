@@ -103,7 +103,7 @@ fn compute_nest(func: &mut Func, st: &check::Statement, spec: &Spec) -> Vec<Stmt
             .position(|&d| d == v.index())
             .expect("dimension in order")
     };
-    let innermost = constraints
+    let innermost: Vec<usize> = constraints
         .iter()
         .map(|c| c.expr.vars().map(level_of).max().expect("non-constant"))
         .collect();
@@ -116,29 +116,116 @@ fn compute_nest(func: &mut Func, st: &check::Statement, spec: &Spec) -> Vec<Stmt
         constant: e.constant,
     };
     let rename = |e: &Affine| to_func(&spec.substitute(e));
+    let out = BufId(st.lhs.tensor.0);
+    let out_index: Vec<Affine> = st.lhs.index.iter().map(rename).collect();
     let store = Stmt::Store {
-        buf: BufId(st.lhs.tensor.0),
-        index: st.lhs.index.iter().map(rename).collect(),
+        buf: out,
+        index: out_index.clone(),
         value: lower_expr(&st.rhs, &rename),
         combine: Some(st.combine),
     };
+    // Fused elementwise statements: in place, once each element is final.
+    let epilogue: Vec<Stmt> = st
+        .epilogues
+        .iter()
+        .map(|e| Stmt::Store {
+            buf: out,
+            index: out_index.clone(),
+            value: lower_expr(&e.rhs, &rename),
+            combine: None,
+        })
+        .collect();
+    let reduced = spec.reduced_dims(st);
+    let all = |order: &[usize]| Nest {
+        kinds: order.iter().map(|&d| spec.dims[d].kind).collect(),
+        order: order.to_vec(),
+        innermost: innermost.iter().map(|&l| Some(l)).collect(),
+        body: Vec::new(),
+        then: None,
+    };
+    let mut nest = all(&spec.order);
+    match spec.order.iter().position(|d| reduced.contains(d)) {
+        _ if epilogue.is_empty() => nest.body = vec![store],
+        // No reduction: each element is final right after its one store.
+        None => nest.body = [vec![store], epilogue].concat(),
+        // After the outermost reduction loop, the elements it covered are
+        // final: the epilogue runs over the output loops inside it.
+        Some(first) => {
+            nest.body = vec![store];
+            let inside: Vec<usize> = spec.order[first + 1..]
+                .iter()
+                .copied()
+                .filter(|d| !reduced.contains(d))
+                .collect();
+            let mut epi = all(&inside);
+            epi.body = epilogue;
+            // Only constraints on output loops inside: the others either
+            // hold already (outer loops) or involve the reduction.
+            epi.innermost = constraints
+                .iter()
+                .map(|c| {
+                    if c.expr.vars().any(|v| reduced.contains(&v.index())) {
+                        return None;
+                    }
+                    let deepest = c.expr.vars().max_by_key(|&v| level_of(v))?;
+                    inside.iter().position(|&d| d == deepest.index())
+                })
+                .collect();
+            for (k, &d) in inside.iter().enumerate() {
+                epi.kinds[k] = match spec.dims[d].kind {
+                    LoopKind::Vectorized(n) if vectorizes(&epi.body, dim_var[d]) => {
+                        LoopKind::Vectorized(n)
+                    }
+                    LoopKind::Vectorized(_) | LoopKind::Unrolled => LoopKind::Unrolled,
+                    _ => LoopKind::Serial,
+                };
+            }
+            nest.then = Some((first, Box::new(epi)));
+        }
+    }
     let builder = NestBuilder {
         spec,
         constraints,
-        innermost,
         dim_var: &dim_var,
-        store,
     };
-    builder.build(0, &vec![false; builder.constraints.len()])
+    builder.build(&nest, 0, &vec![false; builder.constraints.len()])
+}
+
+/// Whether every load in `body` can become a vector along `v` (or a broadcast).
+fn vectorizes(body: &[Stmt], v: Var) -> bool {
+    fn expr(e: &ir::Expr, v: Var) -> bool {
+        match e {
+            ir::Expr::Load { index, .. } => {
+                !index.iter().any(|x| x.coeff(v) != 0)
+                    || crate::schedule::vectorize::strided(index, v).is_some()
+            }
+            ir::Expr::Const(_) | ir::Expr::Local(_) => true,
+            ir::Expr::Broadcast(x) | ir::Expr::Reduce(_, x) | ir::Expr::Unary(_, x) => expr(x, v),
+            ir::Expr::Binary(_, a, b) => expr(a, v) && expr(b, v),
+        }
+    }
+    body.iter().all(|s| match s {
+        Stmt::Store { value, .. } => expr(value, v),
+        _ => false,
+    })
+}
+
+/// Loops to build: dimensions in order with their kinds, the body inside
+/// them, and optionally a nest run after the loop at one level.
+struct Nest {
+    order: Vec<usize>,
+    kinds: Vec<LoopKind>,
+    /// Per constraint: the level of this nest whose bounds it restricts
+    /// (`None`: not this nest's concern).
+    innermost: Vec<Option<usize>>,
+    body: Vec<Stmt>,
+    then: Option<(usize, Box<Nest>)>,
 }
 
 struct NestBuilder<'a> {
     spec: &'a Spec,
     constraints: Vec<Constraint>,
-    /// Level (position in the loop order) each constraint folds into.
-    innermost: Vec<usize>,
     dim_var: &'a [Var],
-    store: Stmt,
 }
 
 impl NestBuilder<'_> {
@@ -159,9 +246,9 @@ impl NestBuilder<'_> {
 
     /// The loops from `level` inwards; `satisfied[k]`: constraint `k` is known
     /// to hold here (inside the interior copy of a peeled loop).
-    fn build(&self, level: usize, satisfied: &[bool]) -> Vec<Stmt> {
-        let Some(&d) = self.spec.order.get(level) else {
-            return vec![self.store.clone()];
+    fn build(&self, nest: &Nest, level: usize, satisfied: &[bool]) -> Vec<Stmt> {
+        let Some(&d) = nest.order.get(level) else {
+            return nest.body.clone();
         };
         let dim = &self.spec.dims[d];
         let dvar = Var(d as u32);
@@ -169,7 +256,7 @@ impl NestBuilder<'_> {
         let mut lo = vec![Bound::constant(dim.lo)];
         let mut hi = vec![Bound::constant(dim.hi)];
         for (k, c) in self.constraints.iter().enumerate() {
-            if !satisfied[k] && self.innermost[k] == level {
+            if !satisfied[k] && nest.innermost[k] == Some(level) {
                 let (lower, upper) = solve(c, dvar);
                 push_bound(&mut lo, lower, true, &range);
                 push_bound(&mut hi, upper, false, &range);
@@ -180,7 +267,7 @@ impl NestBuilder<'_> {
         let deeper: Vec<usize> = (0..self.constraints.len())
             .filter(|&k| {
                 !satisfied[k]
-                    && self.innermost[k] > level
+                    && nest.innermost[k].is_some_and(|l| l > level)
                     && self.constraints[k].expr.coeff(dvar) != 0
             })
             .collect();
@@ -198,7 +285,7 @@ impl NestBuilder<'_> {
             }
         }
         let peeled = segments.len() > 1 || segments[0].2;
-        segments
+        let mut loops: Vec<Stmt> = segments
             .into_iter()
             .map(|(s_lo, s_hi, interior)| {
                 let mut inner_ok = satisfied.to_vec();
@@ -214,17 +301,23 @@ impl NestBuilder<'_> {
                 let kind = if peeled && !interior {
                     LoopKind::Serial
                 } else {
-                    dim.kind
+                    nest.kinds[level]
                 };
                 Stmt::Loop(Loop {
                     var: self.dim_var[d],
                     lo: lo.iter().map(|b| self.func_bound(b)).collect(),
                     hi: hi.iter().map(|b| self.func_bound(b)).collect(),
                     kind,
-                    body: self.build(level + 1, &inner_ok),
+                    body: self.build(nest, level + 1, &inner_ok),
                 })
             })
-            .collect()
+            .collect();
+        if let Some((at, then)) = &nest.then {
+            if *at == level {
+                loops.extend(self.build(then, 0, satisfied));
+            }
+        }
+        loops
     }
 }
 

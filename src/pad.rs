@@ -139,6 +139,7 @@ fn pad_statement(
         }),
         op: AssignOp::Assign,
         span: st.span,
+        epilogues: Vec::new(),
     }
 }
 

@@ -44,10 +44,9 @@ pub fn evaluate(
             Init::Existing => values[out.index()].take().expect("written earlier"),
         };
         let ranges: Vec<(i64, i64)> = st.vars.iter().map(|v| (v.lo, v.hi)).collect();
-        let mut point: Vec<i64> = ranges.iter().map(|r| r.0).collect();
-        'points: loop {
-            if let Some(target) = locate(&st.lhs, &point, &acc) {
-                if let Some(x) = eval(&st.rhs, &point, &values) {
+        for_each_point(&ranges, |point| {
+            if let Some(target) = locate(&st.lhs, point, &acc) {
+                if let Some(x) = eval(&st.rhs, point, &values) {
                     let slot = &mut acc[target.as_slice()];
                     *slot = match st.combine {
                         Combine::Sum => *slot + x,
@@ -56,17 +55,32 @@ pub fn evaluate(
                     };
                 }
             }
-            // Next point of the box, last variable fastest.
-            for d in (0..point.len()).rev() {
-                point[d] += 1;
-                if point[d] < ranges[d].1 {
-                    continue 'points;
-                }
-                point[d] = ranges[d].0;
-            }
-            break;
-        }
+        });
         values[out.index()] = Some(acc);
+        // Fused elementwise statements, each over every output element.
+        for epilogue in &st.epilogues {
+            let mut next = values[out.index()].clone().expect("just written");
+            let outer: Vec<(i64, i64)> = st
+                .vars
+                .iter()
+                .map(|v| {
+                    if v.reduced {
+                        (v.lo, v.lo + 1)
+                    } else {
+                        (v.lo, v.hi)
+                    }
+                })
+                .collect();
+            for_each_point(&outer, |point| {
+                if let (Some(target), Some(x)) = (
+                    locate(&st.lhs, point, &next),
+                    eval(&epilogue.rhs, point, &values),
+                ) {
+                    next[target.as_slice()] = x;
+                }
+            });
+            values[out.index()] = Some(next);
+        }
     }
 
     Ok(program
@@ -77,6 +91,25 @@ pub fn evaluate(
             (program.tensor(t).name.clone(), v.mapv(|x| x as f32))
         })
         .collect())
+}
+
+/// Call `f` at every point of the box of `ranges`, last variable fastest.
+fn for_each_point(ranges: &[(i64, i64)], mut f: impl FnMut(&[i64])) {
+    if ranges.iter().any(|r| r.0 >= r.1) {
+        return;
+    }
+    let mut point: Vec<i64> = ranges.iter().map(|r| r.0).collect();
+    'points: loop {
+        f(&point);
+        for d in (0..point.len()).rev() {
+            point[d] += 1;
+            if point[d] < ranges[d].1 {
+                continue 'points;
+            }
+            point[d] = ranges[d].0;
+        }
+        return;
+    }
 }
 
 /// The element `access` names at `point`, if it lies inside `array`.

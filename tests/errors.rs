@@ -232,10 +232,34 @@ fn errors_carry_spans_and_line_columns() {
 }
 
 #[test]
-fn reading_a_later_statements_output_is_unknown() {
+fn reading_a_later_statements_output_is_use_before_definition() {
     let e = error("O[i] = T[i]\nT[i] = A[i]", &a3());
-    assert!(e.contains("unknown tensor `T`"), "{e}");
+    assert!(
+        e.contains("`T` is used before it is defined: statement 2 defines it"),
+        "{e}"
+    );
     assert!(e.contains("--> 1:8"), "{e}");
+    // The defining statement is marked too.
+    assert!(e.contains("2 | T[i] = A[i]\n  | ----"), "{e}");
+    // Reading a name in its own first definition is just unknown.
+    let e = error("T[i] = T[i] + A[i]", &a3());
+    assert!(e.contains("unknown tensor `T`"), "{e}");
+}
+
+#[test]
+fn a_version_replaced_before_it_is_read_is_an_error() {
+    let b = inputs(&[("A", rand(&[3], 1)), ("B", rand(&[3], 2))]);
+    let e = error("O[i] = A[i]\nO[i] max= B[i]", &b);
+    assert!(
+        e.contains("`O` written by statement 1 is replaced by statement 2 before anything reads it (`max=` starts a new tensor; use `+=` to add to it, or another name)"),
+        "{e}"
+    );
+    assert!(e.contains("--> 2:1"), "{e}");
+    // Reading it first, or accumulating into it, is fine.
+    check_ok("O[i] = A[i]\nO[i] = O[i] * B[i]", &b);
+    check_ok("O[i] = A[i]\nO[i] += B[i]", &b);
+    // Replacing an input is fine: the caller's array is not lost.
+    check_ok("A[i] = B[i] * 2", &b);
 }
 
 fn check_ok(src: &str, inputs: &Inputs) {

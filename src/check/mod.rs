@@ -152,6 +152,20 @@ pub struct Statement {
     pub rhs: Expr,
     pub op: AssignOp,
     pub span: Span,
+    /// Elementwise statements fused into this one (see [`crate::fuse`]),
+    /// applied in order to each output element once it is complete.
+    pub epilogues: Vec<Epilogue>,
+}
+
+/// An elementwise statement applied in place to each finished element of
+/// the statement it is fused into: `rhs` is over that statement's
+/// variables, and its reads of the statement's output are the element.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Epilogue {
+    pub rhs: Expr,
+    /// The fused statement's own span and its formula, for dumps.
+    pub span: Span,
+    pub text: String,
 }
 
 impl Statement {
@@ -305,9 +319,12 @@ pub fn check(
         tensors: Vec::new(),
         latest: HashMap::new(),
         input_shapes,
+        statements: &program.statements,
+        current: 0,
     };
     let mut statements = Vec::new();
     for (n, st) in program.statements.iter().enumerate() {
+        checker.current = n;
         statements.push(checker.statement(st, n)?);
     }
     let mut program = Program {
@@ -318,6 +335,7 @@ pub fn check(
         notes: Vec::new(),
     };
     program.select_outputs(&OutputSelection::default())?;
+    crate::graph::Dataflow::checked(&program)?;
     Ok(program)
 }
 
@@ -326,6 +344,9 @@ struct Checker<'a> {
     /// Name → its latest version.
     latest: HashMap<String, TensorId>,
     input_shapes: &'a HashMap<String, Vec<usize>>,
+    statements: &'a [ast::Statement],
+    /// The statement being checked.
+    current: usize,
 }
 
 impl Checker<'_> {
@@ -345,11 +366,24 @@ impl Checker<'_> {
         if let Some(&id) = self.latest.get(&name.name) {
             return Ok(id);
         }
-        let shape = self
-            .input_shapes
-            .get(&name.name)
-            .ok_or_else(|| Error::new(ErrorKind::UnknownTensor(name.name.clone()), name.span))?
-            .clone();
+        let Some(shape) = self.input_shapes.get(&name.name).cloned() else {
+            // Not an input: maybe a later statement defines it.
+            let later = self.statements[self.current + 1..]
+                .iter()
+                .position(|s| s.lhs.tensor.name == name.name)
+                .map(|k| k + self.current + 1);
+            return Err(match later {
+                Some(k) => Error::new(
+                    ErrorKind::UsedBeforeDefinition {
+                        tensor: name.name.clone(),
+                        defined_at: k + 1,
+                    },
+                    name.span,
+                )
+                .with_secondary(self.statements[k].lhs.span),
+                None => Error::new(ErrorKind::UnknownTensor(name.name.clone()), name.span),
+            });
+        };
         check_size(&name.name, &shape, name.span)?;
         Ok(self.add_tensor(&name.name, shape, Origin::Input))
     }
@@ -456,6 +490,7 @@ impl Checker<'_> {
             rhs,
             op: st.op,
             span: st.span,
+            epilogues: Vec::new(),
         })
     }
 

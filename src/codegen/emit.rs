@@ -53,7 +53,7 @@ pub fn emit_nest(
     };
     // Base pointers of the buffers the nest touches, loaded once on entry.
     let mut used = vec![false; func.buffers.len()];
-    mark_buffers(nest, &mut used);
+    nest.mark_buffers(&mut used);
     let flags = MemFlagsData::trusted().with_readonly().with_can_move();
     for (k, _) in used.iter().enumerate().filter(|(_, u)| **u) {
         e.bases[k] = Some(e.b.ins().load(I64, flags, e.bufs, (k * 8) as i32));
@@ -63,28 +63,6 @@ pub fn emit_nest(
     e.b.seal_all_blocks();
     e.b.finalize(module.isa().frontend_config());
     Ok(())
-}
-
-fn mark_buffers(s: &Stmt, used: &mut [bool]) {
-    fn expr(e: &Expr, used: &mut [bool]) {
-        match e {
-            Expr::Load { buf, .. } => used[buf.index()] = true,
-            Expr::Const(_) | Expr::Local(_) => {}
-            Expr::Broadcast(x) | Expr::Reduce(_, x) | Expr::Unary(_, x) => expr(x, used),
-            Expr::Binary(_, a, b) => {
-                expr(a, used);
-                expr(b, used);
-            }
-        }
-    }
-    match s {
-        Stmt::Loop(l) => l.body.iter().for_each(|s| mark_buffers(s, used)),
-        Stmt::Store { buf, value, .. } => {
-            used[buf.index()] = true;
-            expr(value, used);
-        }
-        Stmt::Assign { value, .. } => expr(value, used),
-    }
 }
 
 struct Emitter<'a, 'f> {

@@ -123,3 +123,28 @@ impl Loop {
         Some((lo.into_iter().max()?, hi.into_iter().min()?))
     }
 }
+
+impl Stmt {
+    /// Set `used[b]` for every buffer the statement loads or stores.
+    pub fn mark_buffers(&self, used: &mut [bool]) {
+        fn expr(e: &Expr, used: &mut [bool]) {
+            match e {
+                Expr::Load { buf, .. } => used[buf.index()] = true,
+                Expr::Const(_) | Expr::Local(_) => {}
+                Expr::Broadcast(x) | Expr::Reduce(_, x) | Expr::Unary(_, x) => expr(x, used),
+                Expr::Binary(_, a, b) => {
+                    expr(a, used);
+                    expr(b, used);
+                }
+            }
+        }
+        match self {
+            Stmt::Loop(l) => l.body.iter().for_each(|s| s.mark_buffers(used)),
+            Stmt::Store { buf, value, .. } => {
+                used[buf.index()] = true;
+                expr(value, used);
+            }
+            Stmt::Assign { value, .. } => expr(value, used),
+        }
+    }
+}

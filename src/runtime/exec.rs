@@ -25,16 +25,18 @@ unsafe impl Send for Pointers {}
 // SAFETY: as above.
 unsafe impl Sync for Pointers {}
 
-/// Run every nest of `compiled` over `buffers` with up to `threads` threads.
-pub fn run(compiled: &Compiled, buffers: &mut [Bound<'_>], threads: usize) {
+/// Run every nest of `compiled` over `buffers` with up to `threads` threads;
+/// buffer `b` lives in the storage of `buffers[owner[b]]`.
+pub fn run(compiled: &Compiled, buffers: &mut [Bound<'_>], owner: &[usize], threads: usize) {
     // Inputs are read-only to the generated code; the `*mut` is the ABI's.
-    let ptrs: Vec<*mut f32> = buffers
+    let own: Vec<*mut f32> = buffers
         .iter_mut()
         .map(|b| match &mut b.data {
             Cow::Borrowed(s) => s.as_ptr() as *mut f32,
             Cow::Owned(v) => v.as_mut_ptr(),
         })
         .collect();
+    let ptrs: Vec<*mut f32> = owner.iter().map(|&o| own[o]).collect();
     let p = Pointers(ptrs.as_ptr());
     for (f, info) in compiled.nests() {
         match info.parallel {
@@ -57,7 +59,8 @@ pub fn run(compiled: &Compiled, buffers: &mut [Bound<'_>], threads: usize) {
 fn call(f: NestFn, p: Pointers, lo: i64, hi: i64) {
     // SAFETY: `f` was compiled for exactly these buffers (one pointer per
     // buffer of the function, in order, each to row-major contiguous storage
-    // of the buffer's shape, checked by the runtime before the call); the
+    // of at least the buffer's size, checked by the runtime before the call;
+    // buffers sharing storage are never used by the same nest); the
     // code's loop bounds keep every access inside its buffer; `lo..hi`
     // restricts only the parallel loop's iterations.
     unsafe { f(p.0, lo, hi) }

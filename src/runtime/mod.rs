@@ -4,13 +4,16 @@
 //! shapes compiles nothing.
 
 mod exec;
+mod memory;
+
+pub use memory::MemoryPlan;
 
 use crate::check::{self, Origin};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ir::{self, BufKind};
 use crate::schedule::{self, Schedule};
 use crate::syntax::ast;
-use crate::{codegen, contract, lower, pad, syntax};
+use crate::{codegen, contract, fuse, lower, pad, syntax};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -28,6 +31,7 @@ pub struct Kernel {
     scheduled: ir::Func,
     schedules: Vec<Schedule>,
     compiled: codegen::Compiled,
+    memory: MemoryPlan,
     threads: usize,
 }
 
@@ -50,12 +54,14 @@ impl Kernel {
             .collect::<Result<Vec<_>>>()?;
         let scheduled = schedule::realise(&lower::lower_with(&program, &specs))?;
         let compiled = codegen::compile(&scheduled)?;
+        let memory = MemoryPlan::new(&scheduled);
         Ok(Kernel {
             program,
             lowered,
             scheduled,
             schedules,
             compiled,
+            memory,
             threads: default_threads(),
         })
     }
@@ -115,7 +121,16 @@ impl Kernel {
             };
             out.push_str(&format!("# schedule {}: {text}\n", n + 1));
         }
+        for line in self.memory.describe(&self.scheduled) {
+            out.push_str(&format!("# {line}\n"));
+        }
         out + &crate::dump(&self.program, &self.scheduled)
+    }
+
+    /// Where each buffer's storage comes from (intermediates share when
+    /// their lives do not overlap).
+    pub fn memory(&self) -> &MemoryPlan {
+        &self.memory
     }
 
     /// The Cranelift IR of the compiled nests.
@@ -127,7 +142,12 @@ impl Kernel {
     /// are copied once into row-major order) and return the outputs by name.
     pub fn run(&self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs> {
         let mut buffers = self.bind(inputs)?;
-        exec::run(&self.compiled, &mut buffers, self.threads);
+        exec::run(
+            &self.compiled,
+            &mut buffers,
+            &self.memory.owner,
+            self.threads,
+        );
         Ok(self
             .program
             .outputs()
@@ -179,13 +199,14 @@ impl Kernel {
     }
 
     /// Storage for every buffer: inputs borrowed when row-major contiguous
-    /// (copied otherwise), the rest zeroed; shapes checked.
+    /// (copied otherwise), the rest zeroed (intermediates as the memory plan
+    /// says); shapes checked.
     fn bind<'a>(&self, inputs: &'a [(&str, ArrayViewD<'_, f32>)]) -> Result<Vec<exec::Bound<'a>>> {
         let mut out = Vec::with_capacity(self.scheduled.buffers.len());
         for (i, b) in self.scheduled.buffers.iter().enumerate() {
             if b.kind != BufKind::Input {
                 out.push(exec::Bound {
-                    data: Cow::Owned(vec![0.0; b.len()]),
+                    data: Cow::Owned(vec![0.0; self.memory.len[i]]),
                 });
                 continue;
             }
@@ -230,6 +251,7 @@ pub struct Formula {
     input_names: Vec<String>,
     outputs: check::OutputSelection,
     factor_products: bool,
+    fuse: bool,
     schedules: Vec<Option<Schedule>>,
     cache: Mutex<HashMap<ShapeKey, Arc<Kernel>>>,
 }
@@ -246,6 +268,7 @@ impl Formula {
             input_names,
             outputs: check::OutputSelection::default(),
             factor_products: true,
+            fuse: true,
             schedules: Vec::new(),
             cache: Mutex::new(HashMap::new()),
         })
@@ -256,6 +279,14 @@ impl Formula {
     /// loop nest the formula describes.
     pub fn with_factoring(mut self, factor_products: bool) -> Formula {
         self.factor_products = factor_products;
+        self.cache.get_mut().expect("cache lock").clear();
+        self
+    }
+
+    /// Whether elementwise statements are fused into the statement that
+    /// produces their operand (default), or run as separate loop nests.
+    pub fn with_fusion(mut self, fuse: bool) -> Formula {
+        self.fuse = fuse;
         self.cache.get_mut().expect("cache lock").clear();
         self
     }
@@ -319,6 +350,9 @@ impl Formula {
             program = contract::factor_products(&program).0;
         }
         program = pad::pad_reads(&program);
+        if self.fuse {
+            program = fuse::fuse_elementwise(&program);
+        }
         let schedules = program
             .statements
             .iter()

@@ -131,7 +131,7 @@ impl Spec {
     }
 
     /// Dimensions that some reduced variable depends on.
-    fn reduced_dims(&self, st: &Statement) -> Vec<usize> {
+    pub(crate) fn reduced_dims(&self, st: &Statement) -> Vec<usize> {
         st.vars
             .iter()
             .enumerate()

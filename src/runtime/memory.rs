@@ -1,0 +1,92 @@
+//! Storage for intermediates: a temporary is live from the first nest that
+//! touches it to the last; one whose life has ended lends its memory to a
+//! temporary created later (the largest size wins). Inputs and outputs
+//! keep their own storage.
+
+use crate::ir::{BufKind, Func};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryPlan {
+    /// Per buffer: the buffer whose allocation it uses (itself if it owns one).
+    pub owner: Vec<usize>,
+    /// Per buffer: elements to allocate (0 for the caller's inputs and for
+    /// buffers using another's storage).
+    pub len: Vec<usize>,
+}
+
+impl MemoryPlan {
+    pub fn new(func: &Func) -> MemoryPlan {
+        let n = func.buffers.len();
+        let mut first = vec![usize::MAX; n];
+        let mut last = vec![0; n];
+        for (k, nest) in func.body.iter().enumerate() {
+            let mut used = vec![false; n];
+            nest.mark_buffers(&mut used);
+            for b in (0..n).filter(|&b| used[b]) {
+                first[b] = first[b].min(k);
+                last[b] = k;
+            }
+        }
+        let mut owner: Vec<usize> = (0..n).collect();
+        let mut len: Vec<usize> = func
+            .buffers
+            .iter()
+            .map(|b| if b.kind == BufKind::Input { 0 } else { b.len() })
+            .collect();
+        // Temporaries by first use; `slots`: (owning buffer, last nest of its current tenant).
+        let mut temps: Vec<usize> = (0..n)
+            .filter(|&b| func.buffers[b].kind == BufKind::Temp)
+            .collect();
+        temps.sort_by_key(|&b| first[b]);
+        let mut slots: Vec<(usize, usize)> = Vec::new();
+        for b in temps {
+            if first[b] == usize::MAX {
+                len[b] = 0; // never touched
+                continue;
+            }
+            let need = len[b];
+            // A free slot: the smallest that fits, else the largest (grown).
+            let free = |&(_, end): &(usize, usize)| end < first[b];
+            let pick = slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| free(s))
+                .min_by_key(|(_, &(o, _))| {
+                    let size = len[o];
+                    (
+                        size < need,
+                        if size >= need {
+                            size
+                        } else {
+                            usize::MAX - size
+                        },
+                    )
+                })
+                .map(|(k, _)| k);
+            match pick {
+                Some(k) => {
+                    let o = slots[k].0;
+                    len[o] = len[o].max(need);
+                    len[b] = 0;
+                    owner[b] = o;
+                    slots[k].1 = last[b];
+                }
+                None => slots.push((b, last[b])),
+            }
+        }
+        MemoryPlan { owner, len }
+    }
+
+    /// Dump lines: which temporary uses whose storage.
+    pub fn describe(&self, func: &Func) -> Vec<String> {
+        (0..self.owner.len())
+            .filter(|&b| self.owner[b] != b)
+            .map(|b| {
+                format!(
+                    "memory: {} reuses the storage of {} (dead by then)",
+                    func.buffers[b].name, func.buffers[self.owner[b]].name
+                )
+            })
+            .collect()
+    }
+}

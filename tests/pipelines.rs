@@ -1,0 +1,201 @@
+//! Programs of several statements: the dataflow checks, elementwise fusion
+//! (conv → bias → activation as one nest, no intermediate buffer), the
+//! memory plan for intermediates — each pipeline against the reference
+//! evaluator run statement by statement, unfused.
+
+mod common;
+use common::*;
+use einjit::check::OutputSelection;
+use einjit::Formula;
+
+/// Run `src` through the JIT (fused and unfused) and compare both with the
+/// reference; returns the fused kernel's scheduled dump.
+fn check_pipeline(src: &str, inputs: &Inputs) -> String {
+    let want = reference(src, inputs);
+    let views: Vec<(&str, ndarray::ArrayViewD<'_, f32>)> =
+        inputs.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+    for fuse in [true, false] {
+        let f = Formula::new(src).unwrap().with_fusion(fuse);
+        let got = f.run(&views).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(got.len(), want.len(), "outputs of {src}");
+        for (name, w) in &want {
+            assert_close(&got[name], w, 1e-4);
+        }
+    }
+    let shapes: Vec<(&str, &[usize])> = views.iter().map(|(n, a)| (*n, a.shape())).collect();
+    Formula::new(src)
+        .unwrap()
+        .kernel(&shapes)
+        .unwrap()
+        .scheduled_ir()
+}
+
+const CONV_BIAS_RELU: &str = "T[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..H, j in 0..W\nO[b,k,i,j] = relu(T[b,k,i,j] + Bias[k])";
+
+fn conv_inputs(b: usize, c: usize, k: usize, h: usize, w: usize) -> Inputs {
+    inputs(&[
+        ("I", rand(&[b, c, h, w], 1)),
+        ("W", rand(&[k, c, 3, 3], 2)),
+        ("Bias", rand(&[k], 3)),
+    ])
+}
+
+fn sized(src: &str, h: usize, w: usize) -> String {
+    src.replace("0..H", &format!("0..{h}"))
+        .replace("0..W", &format!("0..{w}"))
+}
+
+#[test]
+fn conv_bias_relu_fuses_into_one_nest_without_the_intermediate() {
+    for (b, c, k, h, w) in [
+        (1, 3, 8, 6, 9),
+        (2, 2, 7, 5, 17),
+        (1, 1, 1, 1, 1),
+        (1, 4, 12, 8, 16),
+    ] {
+        let src = sized(CONV_BIAS_RELU, h, w);
+        let dump = check_pipeline(&src, &conv_inputs(b, c, k, h, w));
+        assert!(
+            dump.contains("# fused: O[b, k, i, j] = relu(T[b, k, i, j] + Bias[k]) is applied to each finished element of T[b, k, i, j] = "),
+            "{dump}"
+        );
+        let signature = dump.lines().find(|l| l.starts_with("func(")).unwrap();
+        assert!(!signature.contains("T:"), "{signature}");
+        assert!(
+            dump.contains("then, in place on each finished element: O[b, k, i, j] = relu(T[b, k, i, j] + Bias[k])"),
+            "{dump}"
+        );
+    }
+    // With the 6x8 register tile: bias and relu applied to the tile right
+    // after its reduction, as vectors.
+    let dump = check_pipeline(&sized(CONV_BIAS_RELU, 8, 16), &conv_inputs(1, 4, 12, 8, 16));
+    assert!(
+        dump.contains("O[b, 6*ko, i, 8*jo]x4 = relu(O[b, 6*ko, i, 8*jo]x4 + splat(Bias[6*ko]))"),
+        "{dump}"
+    );
+}
+
+#[test]
+fn elementwise_chains_fuse_one_after_another() {
+    let src =
+        "T[i,j] = A[i,k] * B[k,j]\nU[i,j] = T[i,j] + C[j]\nO[i,j] = max(U[i,j], 0.1 * U[i,j])";
+    let i = inputs(&[
+        ("A", rand(&[9, 5], 1)),
+        ("B", rand(&[5, 13], 2)),
+        ("C", rand(&[13], 3)),
+    ]);
+    let dump = check_pipeline(src, &i);
+    assert_eq!(dump.matches("# fused:").count(), 2, "{dump}");
+    let signature = dump.lines().find(|l| l.starts_with("func(")).unwrap();
+    assert_eq!(
+        signature,
+        "func(A: in f32[9, 5], B: in f32[5, 13], C: in f32[13], O: out f32[9, 13]):"
+    );
+    // Elementwise producers fuse too (each element has its one value).
+    let dump = check_pipeline(
+        "T[i] = A[i] * 2\nO[i] = T[i] + 1",
+        &inputs(&[("A", rand(&[7], 1))]),
+    );
+    assert!(dump.contains("# fused: O[i] = T[i] + 1"), "{dump}");
+}
+
+#[test]
+fn pipelines_that_cannot_fuse_say_why() {
+    // Depthwise-separable: the pointwise step reduces over the channels.
+    let src = "T[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * D[c,0,rx,ry] where i in 0..6, j in 0..6\nO[b,k,i,j] = T[b,c,i,j] * P[k,c,0,0]";
+    let i = inputs(&[
+        ("I", rand(&[1, 4, 6, 6], 1)),
+        ("D", rand(&[4, 1, 3, 3], 2)),
+        ("P", rand(&[5, 4, 1, 1], 3)),
+    ]);
+    let dump = check_pipeline(src, &i);
+    assert!(
+        dump.contains(
+            "# not fused: O[b, k, i, j] = T[b, c, i, j] * P[k, c, 0, 0]: it reduces over `T`"
+        ),
+        "{dump}"
+    );
+    // Pooling after a convolution: relu fuses, the pool reduces.
+    let src = "T[b,k,i,j] = I[b,c,i+rx,j+ry] * W[k,c,rx,ry]\nR[b,k,i,j] = relu(T[b,k,i,j])\nO[b,k,i,j] max= R[b,k,2*i+px,2*j+py] where px in 0..2, py in 0..2";
+    let i = inputs(&[
+        ("I", rand(&[1, 2, 9, 10], 1)),
+        ("W", rand(&[3, 2, 3, 3], 2)),
+    ]);
+    let dump = check_pipeline(src, &i);
+    assert!(
+        dump.contains("# fused: R[b, k, i, j] = relu(T[b, k, i, j])"),
+        "{dump}"
+    );
+    assert!(
+        dump.contains(
+            "# not fused: O[b, k, i, j] max= R[b, k, 2*i + px, 2*j + py]: it reduces over `R`"
+        ),
+        "{dump}"
+    );
+    // Spatially separable: both steps reduce.
+    let src = "T[c,i,j] = I[c,i+rx,j] * K[rx]\nO[c,i,j] = T[c,i,j+ry] * K[ry]";
+    let i = inputs(&[("I", rand(&[2, 7, 8], 1)), ("K", rand(&[3], 2))]);
+    let dump = check_pipeline(src, &i);
+    assert!(
+        dump.contains("# not fused: O[c, i, j] = T[c, i, j + ry] * K[ry]: it reduces over `T`"),
+        "{dump}"
+    );
+
+    let a = || inputs(&[("A", rand(&[6], 1)), ("B", rand(&[7], 2))]);
+    // Shifted reads.
+    let dump = check_pipeline("T[i] = A[i] * 2\nO[i] = T[i] + T[5-i]", &a());
+    assert!(
+        dump.contains("it reads `T` at other indices than it writes"),
+        "{dump}"
+    );
+    // A second reader keeps T.
+    let dump = check_pipeline("T[i] = A[i] * 2\nO[i] = T[i] + 1\nP[i] = T[i] * 3", &a());
+    assert!(
+        dump.contains("`T` is also read by another statement"),
+        "{dump}"
+    );
+    // Padding: the zero-bordered copy of B is made after T.
+    let dump = check_pipeline("T[i] = A[i] * 2\nO[i] = T[i] * B[i+2]", &a());
+    assert!(
+        dump.contains("it reads `B+pad`, which is written after `T`'s producer"),
+        "{dump}"
+    );
+    // Without the copy (max does not pad), elements of O get no value.
+    let dump = check_pipeline("T[i] = A[i] * 2\nO[i] = max(T[i], B[i+2])", &a());
+    assert!(
+        dump.contains("some of its reads fall outside their tensors (padding)"),
+        "{dump}"
+    );
+    // A returned intermediate is kept.
+    let f = Formula::new("T[i] = A[i] * 2\nO[i] = T[i] + 1")
+        .unwrap()
+        .with_outputs(OutputSelection::All);
+    let k = f.kernel(&[("A", &[6])]).unwrap();
+    assert!(
+        k.scheduled_ir().contains("`T` is returned"),
+        "{}",
+        k.scheduled_ir()
+    );
+    let out = f.run(&[("A", rand(&[6], 1).view())]).unwrap();
+    assert_close(&out["T"], &rand(&[6], 1).mapv(|x| x * 2.0), 1e-6);
+}
+
+#[test]
+fn dead_intermediates_lend_their_storage() {
+    // A chain of three matrix products: `X·W`'s storage is free once the
+    // second product has read it.
+    let src = "T[i,j] = A[i,k] * B[k,j]\nU[i,j] = T[i,k] * B[k,j]\nV[i,j] = U[i,k] * B[k,j]\nO[i,j] = V[i,k] * B[k,j]";
+    let i = inputs(&[("A", rand(&[8, 8], 1)), ("B", rand(&[8, 8], 2))]);
+    let dump = check_pipeline(src, &i);
+    assert!(
+        dump.contains("# memory: V reuses the storage of T (dead by then)"),
+        "{dump}"
+    );
+    let k = Formula::new(src)
+        .unwrap()
+        .kernel(&[("A", &[8, 8]), ("B", &[8, 8])])
+        .unwrap();
+    let allocated: usize = k.memory().len.iter().sum();
+    // A, B are the caller's; O, T, U own storage; V shares T's.
+    assert_eq!(allocated, 3 * 64);
+}
