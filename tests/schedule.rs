@@ -143,6 +143,14 @@ fn vectorized_reductions_keep_partial_sums_in_lanes() {
     for (m, k) in [(8, 16), (10, 19), (1, 8), (5, 33)] {
         let i = inputs(&[("A", rand(&[m, k], 1)), ("B", rand(&[k], 2))]);
         let dump = check("O[i] = A[i,k] * B[k]", &i, sched);
+        if k < 16 {
+            // One trip of `ko`: the loop is gone, and with it the registers.
+            assert!(
+                dump.contains("O[4*io] += hsum(A[4*io, 0]x4 * B[0]x4)"),
+                "{dump}"
+            );
+            continue;
+        }
         assert!(dump.contains("acc0 = splat(0.0)"), "{dump}");
         assert!(
             dump.contains("acc0 += A[4*io, 8*ko]x4 * B[8*ko]x4"),
@@ -150,6 +158,18 @@ fn vectorized_reductions_keep_partial_sums_in_lanes() {
         );
         assert!(dump.contains("O[4*io] += hsum(acc0)"), "{dump}");
     }
+    // A dot product: the accumulating loop is the whole nest, so its
+    // registers and the loop are kept together in one compiled function.
+    let i = inputs(&[("A", rand(&[13], 1)), ("B", rand(&[13], 2))]);
+    let dump = check(
+        "O[0] = A[k] * B[k]",
+        &i,
+        "split k 4; vectorize ki; accumulate ko",
+    );
+    assert!(
+        dump.contains("for once in 0..1:\n    acc0 = splat(0.0)"),
+        "{dump}"
+    );
     // Max over a vectorized reduction starts from -inf in every lane.
     let i = inputs(&[("I", rand(&[3, 12], 3))]);
     let dump = check(
@@ -190,10 +210,15 @@ fn padded_convolution_peels_its_boundaries() {
     let src = "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..9, j in 0..10";
     let sched = "split j 4; reorder b k i jo c rx ry ji; vectorize ji; accumulate c";
     let dump = check(src, &i, sched);
-    // The interior of `jo` runs vector code; its boundaries run scalar.
-    assert!(dump.contains("for jo in 1..2:"), "{dump}");
+    // The interior of `jo` (one trip, so inlined) runs vector code in
+    // registers; its boundaries run scalar.
+    assert!(dump.contains("acc0 = O[b, k, i, 4]x4"), "{dump}");
     assert!(
-        dump.contains("I[b, c, i + rx - 1, 4*jo + ry - 1]x4"),
+        dump.contains("acc0 += I[b, c, i + rx - 1, ry + 3]x4 * splat(W[k, c, rx, ry])"),
+        "{dump}"
+    );
+    assert!(
+        dump.contains("O[b, k, i, ji + 8] += I[b, c, i + rx - 1, ry + ji + 7] * W[k, c, rx, ry]"),
         "{dump}"
     );
 }

@@ -109,6 +109,22 @@ impl Expr {
 
 impl Loop {
     /// The loop's trip range when its bounds are constants.
+    /// Whether the loop provably runs no iteration: its constant bounds
+    /// alone leave an empty range (whatever the other bounds say).
+    pub fn is_empty(&self) -> bool {
+        let lo = self
+            .lo
+            .iter()
+            .filter_map(|b| b.as_constant().map(|c| crate::affine::ceil_div(c, b.div)))
+            .max();
+        let hi = self
+            .hi
+            .iter()
+            .filter_map(|b| b.as_constant().map(|c| crate::affine::floor_div(c, b.div)))
+            .min();
+        matches!((lo, hi), (Some(lo), Some(hi)) if hi <= lo)
+    }
+
     pub fn constant_range(&self) -> Option<(i64, i64)> {
         let lo = self
             .lo

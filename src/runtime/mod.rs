@@ -32,6 +32,9 @@ pub struct Kernel {
     schedules: Vec<Schedule>,
     compiled: codegen::Compiled,
     memory: MemoryPlan,
+    /// Storage of intermediates kept between runs (refaulting fresh pages
+    /// on every call costs more than small kernels' compute).
+    scratch: Mutex<Vec<Vec<f32>>>,
     threads: usize,
 }
 
@@ -62,6 +65,7 @@ impl Kernel {
             schedules,
             compiled,
             memory,
+            scratch: Mutex::new(Vec::new()),
             threads: default_threads(),
         })
     }
@@ -148,7 +152,7 @@ impl Kernel {
             &self.memory.owner,
             self.threads,
         );
-        Ok(self
+        let outputs = self
             .program
             .outputs()
             .into_iter()
@@ -159,7 +163,16 @@ impl Kernel {
                     .expect("buffer length is the shape's size");
                 (tensor.name.clone(), array)
             })
-            .collect())
+            .collect();
+        let mut scratch = self.scratch.lock().expect("scratch lock");
+        for (b, bound) in self.scheduled.buffers.iter().zip(buffers) {
+            if let (BufKind::Temp, Cow::Owned(v)) = (b.kind, bound.data) {
+                if !v.is_empty() {
+                    scratch.push(v);
+                }
+            }
+        }
+        Ok(outputs)
     }
 
     /// Run, writing each output into the caller's array of the same name
@@ -204,6 +217,21 @@ impl Kernel {
     fn bind<'a>(&self, inputs: &'a [(&str, ArrayViewD<'_, f32>)]) -> Result<Vec<exec::Bound<'a>>> {
         let mut out = Vec::with_capacity(self.scheduled.buffers.len());
         for (i, b) in self.scheduled.buffers.iter().enumerate() {
+            if b.kind == BufKind::Temp && self.memory.len[i] > 0 {
+                // Contents need no clearing: every intermediate is filled
+                // by its initialisation nest before anything reads it.
+                let mut v = self
+                    .scratch
+                    .lock()
+                    .expect("scratch lock")
+                    .pop()
+                    .unwrap_or_default();
+                v.resize(self.memory.len[i], 0.0);
+                out.push(exec::Bound {
+                    data: Cow::Owned(v),
+                });
+                continue;
+            }
             if b.kind != BufKind::Input {
                 out.push(exec::Bound {
                     data: Cow::Owned(vec![0.0; self.memory.len[i]]),

@@ -1,21 +1,48 @@
 //! Realise `unrolled` loops: the body once per iteration, with the loop
 //! variable replaced by each value. Loops without constant bounds (boundary
-//! copies of peeled loops) stay loops.
+//! copies of peeled loops) stay loops. Any serial loop of exactly one
+//! iteration is replaced by its body too, and one of none dropped: in the
+//! boundary copy of a peeled loop (a partial last tile) that makes the
+//! inner bounds constant, so the tile's vector loops stay vectors.
 
 use crate::affine::Affine;
 use crate::ir::{Func, LoopKind, Stmt};
 
 pub fn unroll(func: &Func) -> Func {
     Func {
-        body: func.body.iter().flat_map(unroll_stmt).collect(),
+        body: func
+            .body
+            .iter()
+            .flat_map(|s| unroll_stmt(s, true))
+            .collect(),
         ..func.clone()
     }
 }
 
-fn unroll_stmt(s: &Stmt) -> Vec<Stmt> {
+/// `top`: a nest of the function, compiled on its own, which must stay one
+/// loop (its registers live inside it).
+fn unroll_stmt(s: &Stmt, top: bool) -> Vec<Stmt> {
     let Stmt::Loop(l) = s else {
         return vec![s.clone()];
     };
+    let inlined = matches!(
+        l.kind,
+        LoopKind::Serial | LoopKind::Unrolled | LoopKind::Accumulating
+    );
+    if l.kind != LoopKind::Parallel && l.is_empty() {
+        return Vec::new();
+    }
+    match l.constant_range() {
+        Some((lo, hi)) if hi == lo + 1 && inlined && !top => {
+            return l
+                .body
+                .iter()
+                .map(|b| b.substitute(l.var, &Affine::constant(lo)))
+                .flat_map(|b| unroll_stmt(&b, false))
+                .collect();
+        }
+        _ => {}
+    }
     if l.kind == LoopKind::Unrolled {
         if let Some((lo, hi)) = l.constant_range() {
             // Outer first: substituting may make inner bounds constant.
@@ -26,7 +53,7 @@ fn unroll_stmt(s: &Stmt) -> Vec<Stmt> {
                         .map(move |b| b.substitute(l.var, &Affine::constant(i)))
                         .collect::<Vec<_>>()
                 })
-                .flat_map(|b| unroll_stmt(&b))
+                .flat_map(|b| unroll_stmt(&b, false))
                 .collect();
         }
     }
@@ -34,6 +61,6 @@ fn unroll_stmt(s: &Stmt) -> Vec<Stmt> {
     if l.kind == LoopKind::Unrolled {
         l.kind = LoopKind::Serial;
     }
-    l.body = l.body.iter().flat_map(unroll_stmt).collect();
+    l.body = l.body.iter().flat_map(|s| unroll_stmt(s, false)).collect();
     vec![Stmt::Loop(l)]
 }
