@@ -10,8 +10,13 @@
 //! The pipeline, stage by stage:
 //! 1. [`syntax::parse`]: text → spanned AST (grammar in `grammar/einjit.pest`);
 //! 2. [`check::check`]: names → ids, affine indices, inferred ranges and shapes;
+//!    [`graph::Dataflow`] checks how statements feed each other;
+//!    [`contract`], [`pad`] and [`fuse`] rewrite the checked program
+//!    (contraction order, padded copies, elementwise fusion);
 //! 3. [`lower::lower`]: checked program → loop-nest IR ([`ir::Func`]), the
-//!    domain rule folded into loop bounds;
+//!    domain rule folded into loop bounds; [`schedule`] shapes and realises
+//!    the nests (tiles, vectors, registers, threads); [`codegen`] compiles
+//!    them with Cranelift and [`runtime`] runs them;
 //! 4. [`ir::interpret`] runs the IR; [`reference::evaluate`] runs the
 //!    checked program directly, as the oracle.
 

@@ -199,3 +199,33 @@ fn dead_intermediates_lend_their_storage() {
     // A, B are the caller's; O, T, U own storage; V shares T's.
     assert_eq!(allocated, 3 * 64);
 }
+
+#[test]
+fn fused_epilogues_follow_any_schedule_of_their_producer() {
+    use einjit::schedule::Schedule;
+    let src = "T[b,k,i,j] = I[b,c,i+rx,j+ry] * W[k,c,rx,ry]\nO[b,k,i,j] = max(T[b,k,i,j] + Bias[k], 0.5 * T[b,k,i,j])";
+    let i = inputs(&[
+        ("I", rand(&[2, 3, 7, 11], 1)),
+        ("W", rand(&[5, 3, 3, 3], 2)),
+        ("Bias", rand(&[5], 3)),
+    ]);
+    let want = reference(src, &i);
+    for sched in [
+        "reorder c rx ry b k i j",
+        "split j 4; reorder b k i jo c rx ry ji; vectorize ji; accumulate c",
+        "split k 2; reorder ko c b ki i rx ry j; unroll ki",
+        "reorder b i k c j rx ry; parallel i",
+        "split j 4; reorder c b k i jo rx ry ji; vectorize ji; parallel b",
+    ] {
+        let f = Formula::new(src)
+            .unwrap()
+            .with_schedules(vec![Some(sched.parse::<Schedule>().unwrap())]);
+        let views: Vec<(&str, ndarray::ArrayViewD<'_, f32>)> =
+            i.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+        let got = f.run(&views).unwrap_or_else(|e| panic!("{sched}: {e}"));
+        assert_close(&got["O"], &want["O"], 1e-4);
+        let shapes: Vec<(&str, &[usize])> = views.iter().map(|(n, a)| (*n, a.shape())).collect();
+        let dump = f.kernel(&shapes).unwrap().scheduled_ir();
+        assert!(dump.contains("# fused:"), "{sched}\n{dump}");
+    }
+}
