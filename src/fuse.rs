@@ -19,7 +19,7 @@
 //! Otherwise the pair stays apart, and the dump says why.
 
 use crate::affine::{Affine, Var};
-use crate::check::{Access, Epilogue, Expr, Init, Origin, Program, Statement, TensorId};
+use crate::check::{Access, Epilogue, Init, Origin, Program, Statement, TensorId};
 use crate::graph::Dataflow;
 use crate::syntax::ast::AssignOp;
 
@@ -189,13 +189,13 @@ fn fuse(program: &Program, p: usize, c: usize, t: TensorId) -> Program {
         constant: e.constant,
     };
     let text = program.statement_text(&cons);
-    let rhs = map_reads(&cons.rhs, &|a: &Access| Access {
+    let rhs = cons.rhs.map_reads(&|a: &Access| Access {
         tensor: if a.tensor == t { o } else { a.tensor },
         index: a.index.iter().map(rename).collect(),
         span: a.span,
     });
     for e in &mut prod.epilogues {
-        e.rhs = map_reads(&e.rhs, &|a: &Access| Access {
+        e.rhs = e.rhs.map_reads(&|a: &Access| Access {
             tensor: if a.tensor == t { o } else { a.tensor },
             ..a.clone()
         });
@@ -218,18 +218,6 @@ fn fuse(program: &Program, p: usize, c: usize, t: TensorId) -> Program {
     out
 }
 
-fn map_reads(e: &Expr, f: &dyn Fn(&Access) -> Access) -> Expr {
-    match e {
-        Expr::Const(c) => Expr::Const(*c),
-        Expr::Read(a) => Expr::Read(f(a)),
-        Expr::Neg(x) => Expr::Neg(Box::new(map_reads(x, f))),
-        Expr::Binary(op, a, b) => {
-            Expr::Binary(*op, Box::new(map_reads(a, f)), Box::new(map_reads(b, f)))
-        }
-        Expr::Call(func, args) => Expr::Call(*func, args.iter().map(|a| map_reads(a, f)).collect()),
-    }
-}
-
 /// Drop an unreferenced tensor version, renumbering the later ones.
 fn remove_tensor(program: &mut Program, t: TensorId) {
     program.tensors.remove(t.index());
@@ -247,12 +235,12 @@ fn remove_tensor(program: &mut Program, t: TensorId) {
     };
     for st in &mut program.statements {
         st.lhs = access(&st.lhs);
-        st.rhs = map_reads(&st.rhs, &access);
+        st.rhs = st.rhs.map_reads(&access);
         if let Init::CopyOf(src) = &mut st.init {
             *src = shift(*src);
         }
         for e in &mut st.epilogues {
-            e.rhs = map_reads(&e.rhs, &access);
+            e.rhs = e.rhs.map_reads(&access);
         }
     }
     for o in &mut program.outputs {

@@ -30,6 +30,7 @@ pub mod graph;
 pub mod ir;
 pub mod lower;
 pub mod pad;
+pub mod phase;
 pub mod reference;
 pub mod runtime;
 pub mod schedule;

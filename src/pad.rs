@@ -23,12 +23,38 @@ pub fn pad_reads(program: &Program) -> Program {
     let mut tensors = program.tensors.clone();
     let mut statements = Vec::new();
     let mut new_index = Vec::new();
+    // A caller's input never changes: one copy, with the widest border any
+    // statement needs, serves them all (the phases of a transposed conv).
+    let mut widest: Vec<Option<Vec<(i64, i64)>>> = vec![None; program.tensors.len()];
+    for st in &program.statements {
+        for (path, pads) in padded_reads(program, st) {
+            let t = st.rhs.reads()[path].tensor;
+            if program.tensor(t).origin == Origin::Input {
+                let w = widest[t.index()].get_or_insert_with(|| pads.clone());
+                for (a, b) in w.iter_mut().zip(&pads) {
+                    *a = (a.0.max(b.0), a.1.max(b.1));
+                }
+            }
+        }
+    }
+    let mut copies: Vec<Option<TensorId>> = vec![None; program.tensors.len()];
     for st in &program.statements {
         let mut st = st.clone();
         for (path, pads) in padded_reads(program, &st) {
-            let copy = pad_statement(&mut tensors, &st, &path, &pads, statements.len());
-            let id = copy.lhs.tensor;
-            statements.push(copy);
+            let t = st.rhs.reads()[path].tensor;
+            let pads = widest[t.index()].clone().unwrap_or(pads);
+            let id = match copies[t.index()] {
+                Some(id) => id,
+                None => {
+                    let copy = pad_statement(&mut tensors, &st, &path, &pads, statements.len());
+                    let id = copy.lhs.tensor;
+                    statements.push(copy);
+                    if widest[t.index()].is_some() {
+                        copies[t.index()] = Some(id);
+                    }
+                    id
+                }
+            };
             rewrite_read(&mut st.rhs, &path, id, &pads);
         }
         statements.push(st);

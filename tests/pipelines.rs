@@ -229,3 +229,55 @@ fn fused_epilogues_follow_any_schedule_of_their_producer() {
         assert!(dump.contains("# fused:"), "{sched}\n{dump}");
     }
 }
+
+#[test]
+fn strided_scatters_run_as_one_gather_per_output_phase() {
+    let src = "O[b,k,2*i+rx-1,2*j+ry-1] += I[b,c,i,j] * W[c,k,rx,ry]";
+    let i = inputs(&[
+        ("I", rand(&[2, 3, 5, 7], 1)),
+        ("W", rand(&[3, 4, 4, 4], 2)),
+        ("O", rand(&[2, 4, 10, 14], 3)),
+    ]);
+    let dump = check_pipeline(src, &i);
+    assert!(
+        dump.contains("# phases: O[b, k, 2*i + rx - 1, 2*j + ry - 1] += I[b, c, i, j] * W[c, k, rx, ry] runs as 4 gathers"),
+        "{dump}"
+    );
+    assert!(
+        dump.contains(
+            "O@00[b, k, i, j] = I+pad[b, c, i - rx + 1, j - ry + 1] * W[c, k, 2*rx + 1, 2*ry + 1]"
+        ),
+        "{dump}"
+    );
+    assert!(
+        dump.contains("O'[b, k, 2*i + 1, 2*j + 1] += O@11[b, k, i, j]"),
+        "{dump}"
+    );
+    // The gathers are register-blocked and vectorized like any convolution.
+    assert!(dump.contains("acc0 = O@00["), "{dump}");
+    // Stride 3 with output cropping, 1D and 3D, and a kernel too short to
+    // reach every phase (those outputs get nothing, as in the scatter).
+    let cases: [(&str, &[(&str, &[usize])]); 3] = [
+        (
+            "O[k,3*i+rx-2] += I[c,i] * W[c,k,rx]",
+            &[("I", &[2, 6]), ("W", &[2, 3, 5]), ("O", &[3, 17])],
+        ),
+        (
+            "O[2*i+rx,2*j+ry,2*l+rz] += I[i,j,l] * W[rx,ry,rz]",
+            &[("I", &[3, 2, 4]), ("W", &[3, 2, 3]), ("O", &[7, 5, 9])],
+        ),
+        (
+            "O[k,2*i+rx] += I[c,i] * W[c,k,rx]",
+            &[("I", &[2, 5]), ("W", &[2, 3, 1]), ("O", &[3, 10])],
+        ),
+    ];
+    for (n, (src, shapes)) in cases.iter().enumerate() {
+        let i: Inputs = shapes
+            .iter()
+            .enumerate()
+            .map(|(k, (name, s))| (name.to_string(), rand(s, (10 * n + k) as u64)))
+            .collect();
+        let dump = check_pipeline(src, &i);
+        assert!(dump.contains("# phases:"), "{dump}");
+    }
+}

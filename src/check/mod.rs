@@ -122,6 +122,21 @@ pub enum Expr {
 }
 
 impl Expr {
+    /// The same expression with every read replaced by `f(read)`.
+    pub fn map_reads(&self, f: &dyn Fn(&Access) -> Access) -> Expr {
+        match self {
+            Expr::Const(c) => Expr::Const(*c),
+            Expr::Read(a) => Expr::Read(f(a)),
+            Expr::Neg(x) => Expr::Neg(Box::new(x.map_reads(f))),
+            Expr::Binary(op, a, b) => {
+                Expr::Binary(*op, Box::new(a.map_reads(f)), Box::new(b.map_reads(f)))
+            }
+            Expr::Call(func, args) => {
+                Expr::Call(*func, args.iter().map(|a| a.map_reads(f)).collect())
+            }
+        }
+    }
+
     /// Every read, left to right.
     pub fn reads(&self) -> Vec<&Access> {
         let mut out = Vec::new();

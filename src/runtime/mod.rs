@@ -13,7 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::ir::{self, BufKind};
 use crate::schedule::{self, Schedule};
 use crate::syntax::ast;
-use crate::{codegen, contract, fuse, lower, pad, syntax};
+use crate::{codegen, contract, fuse, lower, pad, phase, syntax};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -377,6 +377,7 @@ impl Formula {
         if self.factor_products {
             program = contract::factor_products(&program).0;
         }
+        program = phase::split_phases(&program);
         program = pad::pad_reads(&program);
         if self.fuse {
             program = fuse::fuse_elementwise(&program);
