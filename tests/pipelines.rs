@@ -257,7 +257,8 @@ fn strided_scatters_run_as_one_gather_per_output_phase() {
     assert!(dump.contains("acc0 = O@00["), "{dump}");
     // Stride 3 with output cropping, 1D and 3D, and a kernel too short to
     // reach every phase (those outputs get nothing, as in the scatter).
-    let cases: [(&str, &[(&str, &[usize])]); 3] = [
+    type Shapes<'a> = &'a [(&'a str, &'a [usize])];
+    let cases: [(&str, Shapes); 3] = [
         (
             "O[k,3*i+rx-2] += I[c,i] * W[c,k,rx]",
             &[("I", &[2, 6]), ("W", &[2, 3, 5]), ("O", &[3, 17])],
