@@ -182,16 +182,19 @@ fn emit_phases(out: &mut Program, st: &Statement, sc: &[Scatter]) {
                 None => n,
             })
             .collect();
-        let temp_index: Vec<Affine> = st
-            .lhs
-            .index
-            .iter()
-            .enumerate()
-            .map(|(d, e)| match sc.iter().position(|s| s.dim == d) {
-                Some(k) => Affine::var(new_of(sc[k].x)),
-                None => rewrite(e),
-            })
-            .collect();
+        // The output's index with scattered dimension `k` replaced by `f(k)`.
+        let lhs_with = |f: &dyn Fn(usize) -> Affine| -> Vec<Affine> {
+            st.lhs
+                .index
+                .iter()
+                .enumerate()
+                .map(|(d, e)| match sc.iter().position(|s| s.dim == d) {
+                    Some(k) => f(k),
+                    None => rewrite(e),
+                })
+                .collect()
+        };
+        let temp_index = lhs_with(&|k| Affine::var(new_of(sc[k].x)));
         let suffix: String = phase.iter().map(|p| p.to_string()).collect();
         let temp = TensorId(out.tensors.len() as u32);
         out.tensors.push(Tensor {
@@ -218,19 +221,12 @@ fn emit_phases(out: &mut Program, st: &Statement, sc: &[Scatter]) {
         });
         // `O[.., s*q + p, ..] += O@p[.., q, ..]` over the output variables.
         let out_vars: Vec<IndexVar> = vars.iter().filter(|v| !v.reduced).cloned().collect();
-        let out_index: Vec<Affine> = st
-            .lhs
-            .index
-            .iter()
-            .enumerate()
-            .map(|(d, e)| match sc.iter().position(|s| s.dim == d) {
-                Some(k) => Affine::var(new_of(sc[k].x))
-                    .checked_scale(sc[k].stride)
-                    .and_then(|a| a.add_const(phase[k]))
-                    .expect("small"),
-                None => rewrite(e),
-            })
-            .collect();
+        let out_index = lhs_with(&|k| {
+            Affine::var(new_of(sc[k].x))
+                .checked_scale(sc[k].stride)
+                .and_then(|a| a.add_const(phase[k]))
+                .expect("small")
+        });
         out.statements.push(Statement {
             vars: out_vars,
             lhs: Access {
