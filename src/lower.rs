@@ -8,6 +8,8 @@
 //! constraint `0 <= e <= size-1` restricts the innermost loop whose variable
 //! appears in `e`, exactly (with ceil/floor division when its coefficient is
 //! not ±1), so the nest iterates the domain and nothing else, without guards.
+//! A statement's fused epilogues (see [`crate::fuse`]) run in place right
+//! after its outermost reduction loop, over the output loops inside it.
 
 use crate::affine::{ceil_div, floor_div, Affine, Var};
 use crate::check::{self, Init, Origin, Program};
