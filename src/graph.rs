@@ -6,13 +6,13 @@
 //! arise from the text; the graph is still checked for one, and for a
 //! version that is written and then replaced before anything reads it
 //! (`O = A; O max= B` does not combine: the second starts a new `O`). The
-//! fusion pass and the memory plan ask it who reads what.
+//! fusion pass asks it who reads and writes what. Edges only go forward, so
+//! the statements' own order is a topological order, and runs follow it.
 
 use crate::check::{Init, Origin, Program, TensorId};
 use crate::error::{Error, ErrorKind, Result};
 use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, NodeIndex};
-use petgraph::Direction;
 
 #[derive(Debug)]
 pub struct Dataflow {
@@ -75,15 +75,6 @@ impl Dataflow {
         Ok(flow)
     }
 
-    /// Statements in an order that respects every dependency.
-    pub fn order(&self) -> Vec<usize> {
-        toposort(&self.graph, None)
-            .expect("checked acyclic")
-            .into_iter()
-            .map(|n| self.graph[n])
-            .collect()
-    }
-
     /// The statements that read version `t`.
     pub fn readers(&self, t: TensorId) -> &[usize] {
         &self.readers[t.index()]
@@ -92,15 +83,6 @@ impl Dataflow {
     /// The statements that write version `t`.
     pub fn writers(&self, t: TensorId) -> &[usize] {
         &self.writers[t.index()]
-    }
-
-    /// The statements that depend directly on statement `n`.
-    pub fn consumers(&self, n: usize) -> Vec<usize> {
-        let node = NodeIndex::new(n);
-        self.graph
-            .neighbors_directed(node, Direction::Outgoing)
-            .map(|m| self.graph[m])
-            .collect()
     }
 
     /// A version a statement wrote that the next version of its name
