@@ -13,7 +13,9 @@
 
 use crate::affine::{ceil_div, floor_div, Affine, Var};
 use crate::check::{self, Init, Origin, Program};
-use crate::ir::{self, BinOp, Bound, BufId, BufKind, Buffer, Func, Loop, LoopKind, Stmt, UnOp};
+use crate::ir::{
+    self, BinOp, Bound, BufId, BufKind, Buffer, Func, Loop, LoopKind, Stmt, UnOp, LANES,
+};
 use crate::schedule::{is_trivial, Constraint, Spec};
 use crate::syntax::ast;
 
@@ -66,16 +68,29 @@ fn version_name(program: &Program, i: usize) -> String {
 
 fn lower_statement(func: &mut Func, st: &check::Statement, spec: &Spec) {
     let out = BufId(st.lhs.tensor.0);
+    // A vectorized statement gets a vectorized initialisation too.
+    let vector = spec
+        .dims
+        .iter()
+        .any(|d| matches!(d.kind, LoopKind::Vectorized(_)));
     match st.init {
         Init::Identity => {
-            let value = ir::Expr::Const(st.combine.identity());
-            let nest = fill_nest(func, out, |_| value.clone());
-            func.body.push(nest);
+            let c = st.combine.identity();
+            let nest = fill_nest(func, out, vector, |_, lanes| match lanes {
+                1 => ir::Expr::Const(c),
+                _ => ir::Expr::Broadcast(Box::new(ir::Expr::Const(c))),
+            });
+            func.body.extend(nest);
         }
         Init::CopyOf(src) => {
             let src = BufId(src.0);
-            let nest = fill_nest(func, out, |index| ir::Expr::load(src, index.to_vec()));
-            func.body.push(nest);
+            let nest = fill_nest(func, out, vector, |index, lanes| ir::Expr::Load {
+                buf: src,
+                index: index.to_vec(),
+                lanes,
+                step: 1,
+            });
+            func.body.extend(nest);
         }
         Init::Existing => {}
     }
@@ -383,28 +398,59 @@ fn push_bound(list: &mut Vec<Bound>, b: Bound, lower: bool, range_of: &dyn Fn(Va
     }
 }
 
-/// `for d0.. for d1..: buf[d0, d1, ..] = value(index)` over a whole buffer.
-fn fill_nest(func: &mut Func, buf: BufId, value: impl Fn(&[Affine]) -> ir::Expr) -> Stmt {
+/// `for d0.. for d1..: buf[d0, d1, ..] = value(index)` over a whole buffer;
+/// with `vector`, the last dimension in F32X4 steps (`value(index, 4)`) and
+/// a scalar tail.
+fn fill_nest(
+    func: &mut Func,
+    buf: BufId,
+    vector: bool,
+    value: impl Fn(&[Affine], u32) -> ir::Expr,
+) -> Vec<Stmt> {
     let shape = func.buffers[buf.index()].shape.clone();
     let vars: Vec<Var> = (0..shape.len())
         .map(|d| func.new_var(format!("d{d}")))
         .collect();
     let index: Vec<Affine> = vars.iter().map(|&v| Affine::var(v)).collect();
-    let store = Stmt::Store {
+    let store = |index: Vec<Affine>, lanes: u32| Stmt::Store {
         buf,
-        value: value(&index),
+        value: value(&index, lanes),
         index,
         combine: None,
     };
-    vars.iter().zip(&shape).rev().fold(store, |body, (&v, &n)| {
+    let looped = |var: Var, lo: i64, hi: i64, body: Vec<Stmt>| {
         Stmt::Loop(Loop {
-            var: v,
-            lo: vec![Bound::constant(0)],
-            hi: vec![Bound::constant(n as i64)],
+            var,
+            lo: vec![Bound::constant(lo)],
+            hi: vec![Bound::constant(hi)],
             kind: LoopKind::Serial,
-            body: vec![body],
+            body,
         })
-    })
+    };
+    let Some(last) = shape.len().checked_sub(1) else {
+        return vec![store(index, 1)];
+    };
+    let n = shape[last] as i64;
+    let lanes = i64::from(LANES);
+    let innermost = if vector && n >= lanes {
+        let v = func.new_var(format!("d{last}v"));
+        let mut vector_index = index.clone();
+        vector_index[last] = Affine::var(v).checked_scale(lanes).expect("small");
+        let mut body = vec![looped(v, 0, n / lanes, vec![store(vector_index, LANES)])];
+        if n % lanes != 0 {
+            body.push(looped(vars[last], n - n % lanes, n, vec![store(index, 1)]));
+        }
+        body
+    } else {
+        vec![looped(vars[last], 0, n, vec![store(index, 1)])]
+    };
+    vars[..last]
+        .iter()
+        .zip(&shape)
+        .rev()
+        .fold(innermost, |body, (&v, &n)| {
+            vec![looped(v, 0, n as i64, body)]
+        })
 }
 
 fn lower_expr(e: &check::Expr, rename: &dyn Fn(&Affine) -> Affine) -> ir::Expr {
