@@ -353,13 +353,22 @@ fn automatic_schedules_block_gemm_and_convolutions() {
         dump.contains("acc11 += splat(A[6*io + 5, k]) * B[k, 8*jo + 4]x4"),
         "{dump}"
     );
+    // The output's initialisation is vectorized too, with a scalar tail.
+    assert!(
+        dump.contains("    for d1v in 0..5:\n      O[d0, 4*d1v]x4 = splat(0.0)"),
+        "{dump}"
+    );
     let conv = inputs(&[
         ("I", rand(&[2, 3, 9, 11], 1)),
         ("W", rand(&[7, 3, 3, 3], 2)),
     ]);
-    let (_, sched) = auto(
+    let (dump, sched) = auto(
         "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..9, j in 0..11",
         &conv,
+    );
+    assert!(
+        dump.contains("for d3 in 8..11:\n          O[d0, d1, d2, d3] = 0.0"),
+        "{dump}"
     );
     assert!(
         sched.contains("reorder b i ko jo c rx ry ki jio jii"),
