@@ -31,24 +31,7 @@ fn scheduled(src: &str, inputs: &Inputs, sched: &str) -> Result<(Outputs, String
     ir::verify(&func).map_err(|e| format!("built nest: {e}\n{func}"))?;
     let func = schedule::realise(&func).map_err(|e| e.to_string())?;
     ir::verify(&func).map_err(|e| format!("realised nest: {e}\n{func}"))?;
-    let mut data: Vec<Vec<f32>> = func
-        .buffers
-        .iter()
-        .map(|b| match b.kind {
-            ir::BufKind::Input => inputs[&b.name].iter().copied().collect(),
-            _ => vec![0.0; b.len()],
-        })
-        .collect();
-    ir::interpret(&func, &mut data);
-    let out = program
-        .outputs()
-        .into_iter()
-        .map(|t| {
-            let tensor = program.tensor(t);
-            let a = ArrayD::from_shape_vec(IxDyn(&tensor.shape), data[t.index()].clone()).unwrap();
-            (tensor.name.clone(), a)
-        })
-        .collect();
+    let out = interpret(&program, &func, inputs);
     Ok((out, func.to_string()))
 }
 

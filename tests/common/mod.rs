@@ -4,6 +4,7 @@
 
 pub mod ops;
 
+use einjit::check::Program;
 use einjit::{check_source, ir, lower, reference};
 pub use ndarray::{ArrayD, IxDyn};
 
@@ -55,6 +56,16 @@ pub fn interpreted(src: &str, inputs: &Inputs) -> HashMap<String, ArrayD<f32>> {
     let program = check_source(src, &shapes(inputs)).unwrap_or_else(|e| panic!("{e}"));
     let func = lower::lower(&program);
     ir::verify(&func).expect("lowered IR verifies");
+    interpret(&program, &func, inputs)
+}
+
+/// Run `func` (lowered from `program`) in the IR interpreter on `inputs`;
+/// the program's outputs by name.
+pub fn interpret(
+    program: &Program,
+    func: &ir::Func,
+    inputs: &Inputs,
+) -> HashMap<String, ArrayD<f32>> {
     let mut data: Vec<Vec<f32>> = func
         .buffers
         .iter()
@@ -63,7 +74,7 @@ pub fn interpreted(src: &str, inputs: &Inputs) -> HashMap<String, ArrayD<f32>> {
             _ => vec![0.0; b.len()],
         })
         .collect();
-    ir::interpret(&func, &mut data);
+    ir::interpret(func, &mut data);
     program
         .outputs()
         .into_iter()
