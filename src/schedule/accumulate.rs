@@ -9,28 +9,15 @@
 
 use crate::affine::Var;
 use crate::check::Combine;
-use crate::ir::{Bound, BufId, Expr, Func, LocalId, Loop, LoopKind, Stmt};
+use crate::ir::{BufId, Expr, Func, LocalId, Loop, LoopKind, Stmt};
 
 pub fn accumulate(func: &Func) -> Func {
     let mut out = func.clone();
     let body = std::mem::take(&mut out.body);
-    for s in body {
-        let mut nest = rewrite(&mut out, s);
-        // A nest is compiled as one function: registers loaded before an
-        // outermost accumulating loop stay inside it.
-        let whole = if nest.len() == 1 {
-            nest.pop().expect("one statement")
-        } else {
-            Stmt::Loop(Loop {
-                var: out.new_var("once".to_string()),
-                lo: vec![Bound::constant(0)],
-                hi: vec![Bound::constant(1)],
-                kind: LoopKind::Serial,
-                body: nest,
-            })
-        };
-        out.body.push(whole);
-    }
+    out.body = body
+        .into_iter()
+        .flat_map(|s| rewrite(&mut out, s))
+        .collect();
     out
 }
 

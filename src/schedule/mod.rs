@@ -24,7 +24,7 @@ pub use vectorize::vectorize;
 
 use crate::check::{Program, Statement};
 use crate::error::{Error, ErrorKind, Result};
-use crate::ir::Func;
+use crate::ir::{Bound, Func, Loop, LoopKind, Stmt};
 use std::fmt;
 use std::str::FromStr;
 
@@ -137,9 +137,40 @@ pub fn plan(program: &Program, st: &Statement, schedule: &Schedule) -> Result<Sp
 }
 
 /// Realise the marks of a built nest: unroll, then vectorize, then keep
-/// accumulators in registers.
+/// accumulators in registers. Each nest of the function is compiled as one
+/// function, so a nest the passes turn into several statements (registers
+/// loaded before an outermost accumulating loop, stored after it) is kept
+/// together in a loop of one iteration.
 pub fn realise(func: &Func) -> Result<Func> {
-    let func = unroll(func);
-    let func = vectorize(&func).map_err(|m| Error::unspanned(ErrorKind::Schedule(m)))?;
-    Ok(accumulate(&func))
+    let mut out = Func {
+        body: Vec::new(),
+        ..func.clone()
+    };
+    for nest in &func.body {
+        let one = Func {
+            buffers: func.buffers.clone(),
+            var_names: std::mem::take(&mut out.var_names),
+            locals: std::mem::take(&mut out.locals),
+            body: vec![nest.clone()],
+        };
+        let one = unroll(&one);
+        let one = vectorize(&one).map_err(|m| Error::unspanned(ErrorKind::Schedule(m)))?;
+        let mut one = accumulate(&one);
+        let mut body = std::mem::take(&mut one.body);
+        out.var_names = one.var_names;
+        out.locals = one.locals;
+        let whole = match body.len() {
+            0 => continue,
+            1 => body.pop().expect("one statement"),
+            _ => Stmt::Loop(Loop {
+                var: out.new_var("once".to_string()),
+                lo: vec![Bound::constant(0)],
+                hi: vec![Bound::constant(1)],
+                kind: LoopKind::Serial,
+                body,
+            }),
+        };
+        out.body.push(whole);
+    }
+    Ok(out)
 }

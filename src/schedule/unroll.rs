@@ -19,8 +19,9 @@ pub fn unroll(func: &Func) -> Func {
     }
 }
 
-/// `top`: a nest of the function, compiled on its own, which must stay one
-/// loop (its registers live inside it).
+/// `top`: the root loop of a nest, kept even with one iteration so that the
+/// nest keeps its shape (and its parallel loop stays the one the runtime
+/// splits).
 fn unroll_stmt(s: &Stmt, top: bool) -> Vec<Stmt> {
     let Stmt::Loop(l) = s else {
         return vec![s.clone()];
