@@ -97,12 +97,16 @@ impl Expr {
     }
 
     /// Whether the expression loads from `buf`.
-    pub fn reads(&self, buf: BufId) -> bool {
+    /// Set `used[b]` for every buffer the expression loads from.
+    pub fn mark_loads(&self, used: &mut [bool]) {
         match self {
-            Expr::Load { buf: b, .. } => *b == buf,
-            Expr::Const(_) | Expr::Local(_) => false,
-            Expr::Broadcast(x) | Expr::Reduce(_, x) | Expr::Unary(_, x) => x.reads(buf),
-            Expr::Binary(_, a, b) => a.reads(buf) || b.reads(buf),
+            Expr::Load { buf, .. } => used[buf.index()] = true,
+            Expr::Const(_) | Expr::Local(_) => {}
+            Expr::Broadcast(x) | Expr::Reduce(_, x) | Expr::Unary(_, x) => x.mark_loads(used),
+            Expr::Binary(_, a, b) => {
+                a.mark_loads(used);
+                b.mark_loads(used);
+            }
         }
     }
 }
@@ -143,24 +147,13 @@ impl Loop {
 impl Stmt {
     /// Set `used[b]` for every buffer the statement loads or stores.
     pub fn mark_buffers(&self, used: &mut [bool]) {
-        fn expr(e: &Expr, used: &mut [bool]) {
-            match e {
-                Expr::Load { buf, .. } => used[buf.index()] = true,
-                Expr::Const(_) | Expr::Local(_) => {}
-                Expr::Broadcast(x) | Expr::Reduce(_, x) | Expr::Unary(_, x) => expr(x, used),
-                Expr::Binary(_, a, b) => {
-                    expr(a, used);
-                    expr(b, used);
-                }
-            }
-        }
         match self {
             Stmt::Loop(l) => l.body.iter().for_each(|s| s.mark_buffers(used)),
             Stmt::Store { buf, value, .. } => {
                 used[buf.index()] = true;
-                expr(value, used);
+                value.mark_loads(used);
             }
-            Stmt::Assign { value, .. } => expr(value, used),
+            Stmt::Assign { value, .. } => value.mark_loads(used),
         }
     }
 }

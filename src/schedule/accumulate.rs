@@ -35,10 +35,10 @@ fn rewrite(func: &mut Func, s: Stmt) -> Vec<Stmt> {
     let mut inner = vec![l.var];
     collect_vars(&l.body, &mut inner);
     let mut tiles: Vec<Tile> = Vec::new();
-    let mut blocked: Vec<BufId> = Vec::new();
+    let mut blocked = vec![false; func.buffers.len()];
     scan(func, &l.body, &inner, &mut tiles, &mut blocked);
     block_overlapping(&tiles, &mut blocked);
-    tiles.retain(|t| !blocked.contains(&t.buf));
+    tiles.retain(|t| !blocked[t.buf.index()]);
     // Registers that replace the element's value are stored before those
     // combined into it (a peeled tail's scalar and the vector of one element).
     tiles.sort_by_key(|t| t.horizontal);
@@ -111,13 +111,7 @@ fn collect_vars(body: &[Stmt], out: &mut Vec<Var>) {
 
 /// Find the invariant accumulating stores; a buffer also read, or stored
 /// to in any other way inside the loop, is `blocked` (kept in memory).
-fn scan(
-    func: &Func,
-    body: &[Stmt],
-    inner: &[Var],
-    tiles: &mut Vec<Tile>,
-    blocked: &mut Vec<BufId>,
-) {
+fn scan(func: &Func, body: &[Stmt], inner: &[Var], tiles: &mut Vec<Tile>, blocked: &mut [bool]) {
     for s in body {
         match s {
             Stmt::Loop(l) => scan(func, &l.body, inner, tiles, blocked),
@@ -127,11 +121,7 @@ fn scan(
                 value,
                 combine,
             } => {
-                for b in 0..func.buffers.len() {
-                    if value.reads(BufId(b as u32)) {
-                        blocked.push(BufId(b as u32));
-                    }
-                }
+                value.mark_loads(blocked);
                 let invariant = index.iter().all(|e| e.vars().all(|v| !inner.contains(&v)));
                 let (lanes, horizontal) = match value {
                     Expr::Reduce(r, vector) if Some(*r) == *combine => (func.lanes(vector), true),
@@ -151,22 +141,16 @@ fn scan(
                         };
                         match tiles.iter().find(|t| same(t)) {
                             Some(t) if (t.combine, t.lanes) != (tile.combine, tile.lanes) => {
-                                blocked.push(*buf)
+                                blocked[buf.index()] = true
                             }
                             Some(_) => {}
                             None => tiles.push(tile),
                         }
                     }
-                    _ => blocked.push(*buf),
+                    _ => blocked[buf.index()] = true,
                 }
             }
-            Stmt::Assign { value, .. } => {
-                for b in 0..func.buffers.len() {
-                    if value.reads(BufId(b as u32)) {
-                        blocked.push(BufId(b as u32));
-                    }
-                }
-            }
+            Stmt::Assign { value, .. } => value.mark_loads(blocked),
         }
     }
 }
@@ -187,7 +171,7 @@ impl Tile {
 /// indices must differ by constants, in a leading dimension or by at least
 /// a vector in the last. (A scalar and a horizontal register of the same
 /// element are fine: both combine into it.)
-fn block_overlapping(tiles: &[Tile], blocked: &mut Vec<BufId>) {
+fn block_overlapping(tiles: &[Tile], blocked: &mut [bool]) {
     for (k, a) in tiles.iter().enumerate() {
         for b in &tiles[k + 1..] {
             if a.buf != b.buf || a.index == b.index {
@@ -209,7 +193,7 @@ fn block_overlapping(tiles: &[Tile], blocked: &mut Vec<BufId>) {
                     || last.unsigned_abs() >= u64::from(a.width().max(b.width()))
             });
             if !disjoint {
-                blocked.push(a.buf);
+                blocked[a.buf.index()] = true;
             }
         }
     }
