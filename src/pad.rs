@@ -25,22 +25,27 @@ pub fn pad_reads(program: &Program) -> Program {
     let mut new_index = Vec::new();
     // A caller's input never changes: one copy, with the widest border any
     // statement needs, serves them all (the phases of a transposed conv).
+    let needed: Vec<_> = program
+        .statements
+        .iter()
+        .map(|st| padded_reads(program, st))
+        .collect();
     let mut widest: Vec<Option<Vec<(i64, i64)>>> = vec![None; program.tensors.len()];
-    for st in &program.statements {
-        for (path, pads) in padded_reads(program, st) {
-            let t = st.rhs.reads()[path].tensor;
+    for (st, needed) in program.statements.iter().zip(&needed) {
+        for (path, pads) in needed {
+            let t = st.rhs.reads()[*path].tensor;
             if program.tensor(t).origin == Origin::Input {
                 let w = widest[t.index()].get_or_insert_with(|| pads.clone());
-                for (a, b) in w.iter_mut().zip(&pads) {
+                for (a, b) in w.iter_mut().zip(pads) {
                     *a = (a.0.max(b.0), a.1.max(b.1));
                 }
             }
         }
     }
     let mut copies: Vec<Option<TensorId>> = vec![None; program.tensors.len()];
-    for st in &program.statements {
+    for (st, needed) in program.statements.iter().zip(needed) {
         let mut st = st.clone();
-        for (path, pads) in padded_reads(program, &st) {
+        for (path, pads) in needed {
             let t = st.rhs.reads()[path].tensor;
             let pads = widest[t.index()].clone().unwrap_or(pads);
             let id = match copies[t.index()] {
