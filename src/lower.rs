@@ -16,6 +16,7 @@ use crate::check::{self, Init, Origin, Program};
 use crate::ir::{
     self, BinOp, Bound, BufId, BufKind, Buffer, Func, Loop, LoopKind, Stmt, UnOp, LANES,
 };
+use crate::schedule::vectorize::vectorizes;
 use crate::schedule::{is_trivial, Constraint, Spec};
 use crate::syntax::ast;
 
@@ -190,7 +191,7 @@ fn compute_nest(func: &mut Func, st: &check::Statement, spec: &Spec) -> Vec<Stmt
                 .collect();
             for (k, &d) in inside.iter().enumerate() {
                 epi.kinds[k] = match spec.dims[d].kind {
-                    LoopKind::Vectorized(n) if vectorizes(&epi.body, dim_var[d]) => {
+                    LoopKind::Vectorized(n) if vectorizes(func, &epi.body, dim_var[d]) => {
                         LoopKind::Vectorized(n)
                     }
                     LoopKind::Vectorized(_) | LoopKind::Unrolled => LoopKind::Unrolled,
@@ -206,25 +207,6 @@ fn compute_nest(func: &mut Func, st: &check::Statement, spec: &Spec) -> Vec<Stmt
         dim_var: &dim_var,
     };
     builder.build(&nest, 0, &vec![false; builder.constraints.len()])
-}
-
-/// Whether every load in `body` can become a vector along `v` (or a broadcast).
-fn vectorizes(body: &[Stmt], v: Var) -> bool {
-    fn expr(e: &ir::Expr, v: Var) -> bool {
-        match e {
-            ir::Expr::Load { index, .. } => {
-                !index.iter().any(|x| x.coeff(v) != 0)
-                    || crate::schedule::vectorize::strided(index, v).is_some()
-            }
-            ir::Expr::Const(_) | ir::Expr::Local(_) => true,
-            ir::Expr::Broadcast(x) | ir::Expr::Reduce(_, x) | ir::Expr::Unary(_, x) => expr(x, v),
-            ir::Expr::Binary(_, a, b) => expr(a, v) && expr(b, v),
-        }
-    }
-    body.iter().all(|s| match s {
-        Stmt::Store { value, .. } => expr(value, v),
-        _ => false,
-    })
 }
 
 /// Loops to build: dimensions in order with their kinds, the body inside

@@ -100,6 +100,15 @@ fn lanes(func: &Func, l: &Loop, first: i64) -> Result<Vec<Stmt>, String> {
         .collect()
 }
 
+/// Whether every statement of `body` is a store whose value can become a
+/// vector along `v` (vector or gathered loads, broadcasts).
+pub(crate) fn vectorizes(func: &Func, body: &[Stmt], v: Var) -> bool {
+    body.iter().all(|s| match s {
+        Stmt::Store { value, .. } => vector_value(func, value, v, 0, "").is_ok(),
+        _ => false,
+    })
+}
+
 fn vector_value(func: &Func, e: &Expr, v: Var, first: i64, name: &str) -> Result<Expr, String> {
     if !e.uses_var(v) {
         return Ok(Expr::Broadcast(Box::new(e.clone())));
