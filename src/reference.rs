@@ -7,7 +7,7 @@
 //! it is the oracle for the interpreter, the JIT and every schedule.
 
 use crate::check::{Access, Combine, Expr, Init, Program, TensorId};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::syntax::ast::{BinOp, Func};
 use ndarray::{ArrayD, IxDyn};
 use std::collections::HashMap;
@@ -20,17 +20,9 @@ pub fn evaluate(
     let mut values: Vec<Option<ArrayD<f64>>> = vec![None; program.tensors.len()];
     for id in program.inputs() {
         let t = program.tensor(id);
-        let a = inputs
-            .get(&t.name)
-            .ok_or_else(|| Error::unspanned(ErrorKind::MissingInput(t.name.clone())))?;
-        if a.shape() != t.shape.as_slice() {
-            return Err(Error::unspanned(ErrorKind::InputShape {
-                name: t.name.clone(),
-                expected: t.shape.clone(),
-                got: a.shape().to_vec(),
-            }));
-        }
-        values[id.index()] = Some(a.mapv(f64::from));
+        let a = inputs.get(&t.name);
+        t.check_input(a.map(|a| a.shape()))?;
+        values[id.index()] = Some(a.expect("checked").mapv(f64::from));
     }
 
     for st in &program.statements {

@@ -43,6 +43,23 @@ pub struct Tensor {
     pub origin: Origin,
 }
 
+impl Tensor {
+    /// Check a caller's array for this input: present (`given`: its shape)
+    /// and of the compiled shape.
+    pub fn check_input(&self, given: Option<&[usize]>) -> Result<()> {
+        let shape =
+            given.ok_or_else(|| Error::unspanned(ErrorKind::MissingInput(self.name.clone())))?;
+        if shape != self.shape.as_slice() {
+            return Err(Error::unspanned(ErrorKind::InputShape {
+                name: self.name.clone(),
+                expected: self.shape.clone(),
+                got: shape.to_vec(),
+            }));
+        }
+        Ok(())
+    }
+}
+
 /// How a statement's output starts before its contributions are combined in.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Init {

@@ -243,15 +243,9 @@ impl Kernel {
             let view = inputs
                 .iter()
                 .find(|(n, _)| *n == tensor.name)
-                .map(|(_, v)| v)
-                .ok_or_else(|| Error::unspanned(ErrorKind::MissingInput(tensor.name.clone())))?;
-            if view.shape() != tensor.shape.as_slice() {
-                return Err(Error::unspanned(ErrorKind::InputShape {
-                    name: tensor.name.clone(),
-                    expected: tensor.shape.clone(),
-                    got: view.shape().to_vec(),
-                }));
-            }
+                .map(|(_, v)| v);
+            tensor.check_input(view.map(|v| v.shape()))?;
+            let view = view.expect("checked");
             let data = match view.as_slice() {
                 Some(s) => Cow::Borrowed(s),
                 None => Cow::Owned(view.iter().copied().collect()),
