@@ -134,12 +134,31 @@ fn compute_nest(func: &mut Func, st: &check::Statement, spec: &Spec) -> Vec<Stmt
         constant: e.constant,
     };
     let rename = |e: &Affine| to_func(&spec.substitute(e));
+    let builder = NestBuilder {
+        spec,
+        constraints,
+        dim_var: &dim_var,
+    };
+    // Packed reads: a copy nest each, before the compute nest.
+    let mut copies = Vec::new();
+    let mut packed: Vec<(check::TensorId, ir::Expr)> = Vec::new();
+    for &t in &spec.packs {
+        let read = spec.packed_read(st, t).expect("checked by the schedule");
+        let (copy, load) = pack_nest(func, &builder, read, &rename);
+        copies.extend(copy);
+        packed.push((t, load));
+    }
+    let read = |a: &check::Access| match packed.iter().find(|(t, _)| *t == a.tensor) {
+        Some((_, load)) => load.clone(),
+        None => ir::Expr::load(BufId(a.tensor.0), a.index.iter().map(rename).collect()),
+    };
+    let constraints = &builder.constraints;
     let out = BufId(st.lhs.tensor.0);
     let out_index: Vec<Affine> = st.lhs.index.iter().map(rename).collect();
     let store = Stmt::Store {
         buf: out,
         index: out_index.clone(),
-        value: lower_expr(&st.rhs, &rename),
+        value: lower_expr(&st.rhs, &read),
         combine: Some(st.combine),
     };
     // Fused elementwise statements: in place, once each element is final.
@@ -149,7 +168,7 @@ fn compute_nest(func: &mut Func, st: &check::Statement, spec: &Spec) -> Vec<Stmt
         .map(|e| Stmt::Store {
             buf: out,
             index: out_index.clone(),
-            value: lower_expr(&e.rhs, &rename),
+            value: lower_expr(&e.rhs, &read),
             combine: None,
         })
         .collect();
@@ -201,12 +220,75 @@ fn compute_nest(func: &mut Func, st: &check::Statement, spec: &Spec) -> Vec<Stmt
             nest.then = Some((first, Box::new(epi)));
         }
     }
-    let builder = NestBuilder {
-        spec,
-        constraints,
-        dim_var: &dim_var,
+    copies.extend(builder.build(&nest, 0, &vec![false; builder.constraints.len()]));
+    copies
+}
+
+/// The copy nest of a packed read and the load that replaces the read: the
+/// copy `X+pack[d1, .., dn] = X[index]` loops over the dimensions the index
+/// depends on, in the compute nest's order, with the bounds among them (so
+/// it copies every element the compute nest reads, and reads only inside
+/// `X`); its innermost loop stays vectorized if it is in the compute nest.
+fn pack_nest(
+    func: &mut Func,
+    builder: &NestBuilder,
+    read: &check::Access,
+    rename: &dyn Fn(&Affine) -> Affine,
+) -> (Vec<Stmt>, ir::Expr) {
+    let spec = builder.spec;
+    let dims = spec.pack_dims(read);
+    let source = BufId(read.tensor.0);
+    func.buffers.push(Buffer {
+        name: format!("{}+pack", func.buffers[source.index()].name),
+        shape: dims
+            .iter()
+            .map(|&d| (spec.dims[d].hi - spec.dims[d].lo) as usize)
+            .collect(),
+        kind: BufKind::Temp,
+    });
+    let packed = BufId(func.buffers.len() as u32 - 1);
+    let index: Vec<Affine> = dims
+        .iter()
+        .map(|&d| {
+            Affine::var(builder.dim_var[d])
+                .add_const(-spec.dims[d].lo)
+                .expect("small range")
+        })
+        .collect();
+    let level = |v: Var| dims.iter().position(|&d| d == v.index());
+    let kinds = dims
+        .iter()
+        .enumerate()
+        .map(|(k, &d)| match spec.dims[d].kind {
+            LoopKind::Vectorized(n) if k + 1 == dims.len() => LoopKind::Vectorized(n),
+            _ => LoopKind::Serial,
+        })
+        .collect();
+    let copy = Nest {
+        order: dims.clone(),
+        kinds,
+        innermost: builder
+            .constraints
+            .iter()
+            .map(|c| {
+                c.expr
+                    .vars()
+                    .map(level)
+                    .collect::<Option<Vec<_>>>()?
+                    .into_iter()
+                    .max()
+            })
+            .collect(),
+        body: vec![Stmt::Store {
+            buf: packed,
+            index: index.clone(),
+            value: ir::Expr::load(source, read.index.iter().map(rename).collect()),
+            combine: None,
+        }],
+        then: None,
     };
-    builder.build(&nest, 0, &vec![false; builder.constraints.len()])
+    let nest = builder.build(&copy, 0, &vec![false; builder.constraints.len()]);
+    (nest, ir::Expr::load(packed, index))
 }
 
 /// Loops to build: dimensions in order with their kinds, the body inside
@@ -435,13 +517,12 @@ fn fill_nest(
         })
 }
 
-fn lower_expr(e: &check::Expr, rename: &dyn Fn(&Affine) -> Affine) -> ir::Expr {
-    let un = |op, x: &check::Expr| ir::Expr::Unary(op, Box::new(lower_expr(x, rename)));
+/// `e` with each read lowered by `read`.
+fn lower_expr(e: &check::Expr, read: &dyn Fn(&check::Access) -> ir::Expr) -> ir::Expr {
+    let un = |op, x: &check::Expr| ir::Expr::Unary(op, Box::new(lower_expr(x, read)));
     match e {
         check::Expr::Const(c) => ir::Expr::Const(*c),
-        check::Expr::Read(a) => {
-            ir::Expr::load(BufId(a.tensor.0), a.index.iter().map(rename).collect())
-        }
+        check::Expr::Read(a) => read(a),
         check::Expr::Neg(x) => un(UnOp::Neg, x),
         check::Expr::Binary(op, a, b) => {
             let op = match op {
@@ -452,8 +533,8 @@ fn lower_expr(e: &check::Expr, rename: &dyn Fn(&Affine) -> Affine) -> ir::Expr {
             };
             ir::Expr::Binary(
                 op,
-                Box::new(lower_expr(a, rename)),
-                Box::new(lower_expr(b, rename)),
+                Box::new(lower_expr(a, read)),
+                Box::new(lower_expr(b, read)),
             )
         }
         check::Expr::Call(f, args) => {
@@ -473,8 +554,8 @@ fn lower_expr(e: &check::Expr, rename: &dyn Fn(&Affine) -> Affine) -> ir::Expr {
                     };
                     return ir::Expr::Binary(
                         op,
-                        Box::new(lower_expr(&args[0], rename)),
-                        Box::new(lower_expr(&args[1], rename)),
+                        Box::new(lower_expr(&args[0], read)),
+                        Box::new(lower_expr(&args[1], read)),
                     );
                 }
             };

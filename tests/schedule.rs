@@ -117,6 +117,52 @@ fn illegal_directives_are_typed_errors_naming_the_loop() {
     );
     // Errors render with the statement's line.
     assert!(e.contains("1 | O[2*i+rx-1] += I[i] * W[rx]"), "{e}");
+    // Packing: a read of the statement, once, and no blow-up of memory.
+    assert!(err("pack C").contains("`pack C`: no tensor `C`"));
+    assert!(err("pack O").contains("cannot pack `O`: it is the statement's output"));
+    let e = scheduled("O[i,j] = A[i,k] * A[k,j]", &i, "pack A").unwrap_err();
+    assert!(
+        e.contains("cannot pack `A`: it is read at more than one index"),
+        "{e}"
+    );
+    let c = inputs(&[("I", rand(&[10], 1)), ("W", rand(&[3], 2))]);
+    let e = scheduled("O[i] = I[i+rx] * W[rx]", &c, "pack I").unwrap_err();
+    assert!(
+        e.contains(
+            "cannot pack `I`: its packed copy would hold 24 elements, more than twice its 10"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn packed_operands_are_read_in_loop_order() {
+    // B's panels: `B+pack[jo, k, jio, jii]` holds B[k, 8*jo + 4*jio + jii],
+    // so the register tile's loads step by 8 floats along k.
+    let sched = "split j 8; split ji 4; split i 6; reorder io jo k ii jio jii; unroll ii; unroll jio; vectorize jii; accumulate k; pack B";
+    for (m, n, k) in [(12, 16, 5), (7, 17, 3), (1, 9, 1), (13, 30, 7)] {
+        let dump = check(GEMM, &gemm_inputs(m, n, k), sched);
+        assert!(
+            dump.contains(&format!("B+pack: temp f32[{}, {k}, 2, 4]", n.div_ceil(8))),
+            "{dump}"
+        );
+        if k > 1 {
+            assert!(
+                dump.contains("B+pack[jo, k, jio, 0]x4 = B[k, 8*jo + 4*jio]x4"),
+                "{dump}"
+            );
+        }
+        if m % 6 == 0 && n % 8 == 0 {
+            assert!(
+                dump.contains("acc6 += splat(A[6*io, k]) * B+pack[jo, k, 1, 0]x4"),
+                "{dump}"
+            );
+        }
+    }
+    // Packing A too (by rows of the tile), and a split reduction.
+    let sched = "split k 2; split i 3; reorder io j ko ii ki; pack A; pack B";
+    let dump = check(GEMM, &gemm_inputs(7, 5, 9), sched);
+    assert!(dump.contains("A+pack: temp f32[3, 5, 3, 2]"), "{dump}");
 }
 
 #[test]
@@ -242,7 +288,8 @@ fn scatter_and_pooling_schedules() {
 }
 
 /// Random legal schedules: splits, a reorder, marks, on several operations.
-fn random_schedule(loops: &[&str], seed: &[u32]) -> String {
+/// A random legal schedule over `loops`, packing one of `packable` or not.
+fn random_schedule(loops: &[&str], packable: &[&str], seed: &[u32]) -> String {
     let mut names: Vec<String> = loops.iter().map(|s| s.to_string()).collect();
     let mut out = Vec::new();
     let mut inners = Vec::new();
@@ -281,6 +328,10 @@ fn random_schedule(loops: &[&str], seed: &[u32]) -> String {
             out.push(format!("unroll {v}"));
         }
     }
+    if next() % 2 == 0 {
+        let t: Vec<String> = packable.iter().map(|s| s.to_string()).collect();
+        out.push(format!("pack {}", pick(next(), &t)));
+    }
     out.join("; ")
 }
 
@@ -289,23 +340,25 @@ proptest! {
 
     #[test]
     fn random_schedules_match_the_reference(seed in prop::collection::vec(0u32..1000, 8), shape in prop::collection::vec(1usize..7, 3)) {
-        let cases: Vec<(&str, Inputs, Vec<&str>)> = vec![
-            (GEMM, gemm_inputs(shape[0], shape[1], shape[2]), vec!["i", "j", "k"]),
+        let cases: Vec<(&str, Inputs, Vec<&str>, Vec<&str>)> = vec![
+            (GEMM, gemm_inputs(shape[0], shape[1], shape[2]), vec!["i", "j", "k"], vec!["A", "B"]),
             (
                 "O[b,k,i] = I[b,c,i+rx-1] * W[k,c,rx] where i in 0..N",
                 inputs(&[("I", rand(&[1, shape[0], shape[1] + 2], 1)), ("W", rand(&[shape[2], shape[0], 3], 2))]),
                 vec!["b", "k", "i", "c", "rx"],
+                vec!["W"],
             ),
             (
                 "O[2*i+rx-1] += I[i] * W[rx]",
                 inputs(&[("I", rand(&[shape[0] + 1], 1)), ("W", rand(&[3], 2)), ("O", rand(&[2 * shape[0] + 1], 3))]),
                 vec!["i", "rx"],
+                vec!["I", "W"],
             ),
         ];
-        for (src, inp, loops) in cases {
+        for (src, inp, loops, packable) in cases {
             let n = shape[1] + 2;
             let src = src.replace("N", &n.to_string());
-            let sched = random_schedule(&loops, &seed);
+            let sched = random_schedule(&loops, &packable, &seed);
             let (got, dump) = scheduled(&src, &inp, &sched).map_err(|e| TestCaseError::fail(format!("{sched}: {e}")))?;
             let want = reference(&src, &inp);
             for (name, w) in &want {
@@ -330,10 +383,10 @@ fn automatic_schedules_block_gemm_and_convolutions() {
     let (dump, sched) = auto(GEMM, &gemm_inputs(13, 20, 9));
     assert_eq!(
         sched,
-        "split j 8; split ji 4; split i 6; reorder io jo k ii jio jii; unroll ii; unroll jio; vectorize jii; accumulate k; parallel io"
+        "split j 8; split ji 4; split i 6; reorder io jo k ii jio jii; unroll ii; unroll jio; vectorize jii; accumulate k; parallel io; pack B"
     );
     assert!(
-        dump.contains("acc11 += splat(A[6*io + 5, k]) * B[k, 8*jo + 4]x4"),
+        dump.contains("acc11 += splat(A[6*io + 5, k]) * B+pack[jo, k, 1, 0]x4"),
         "{dump}"
     );
     // The output's initialisation is vectorized too, with a scalar tail.
@@ -356,6 +409,21 @@ fn automatic_schedules_block_gemm_and_convolutions() {
     assert!(
         sched.contains("reorder b i ko jo c rx ry ki jio jii"),
         "{sched}"
+    );
+    // A 3x3 convolution's input is not packed (it would be an im2col, nine
+    // copies); a 1x1 convolution's is (no copy is larger than the input).
+    assert!(!sched.contains("pack"), "{sched}");
+    let (dump, sched) = auto(
+        "O[b,k,i,j] = I[b,c,i,j] * W[k,c,0,0]",
+        &inputs(&[
+            ("I", rand(&[1, 5, 3, 20], 1)),
+            ("W", rand(&[13, 5, 1, 1], 2)),
+        ]),
+    );
+    assert!(sched.ends_with("pack I"), "{sched}");
+    assert!(
+        dump.contains("I+pack: temp f32[1, 3, 3, 5, 2, 4]"),
+        "{dump}"
     );
 }
 

@@ -10,7 +10,7 @@ use super::libm::Libm;
 use crate::affine::{ceil_div, floor_div, Affine};
 use crate::check::Combine;
 use crate::error::{Error, ErrorKind, Result};
-use crate::ir::{BinOp, Bound, BufId, BufKind, Expr, Func, Loop, Stmt, UnOp, LANES};
+use crate::ir::{BinOp, Bound, BufId, BufKind, Expr, Func, LocalId, Loop, Stmt, UnOp, LANES};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I64};
 use cranelift_codegen::ir::{self, FuncRef, InstBuilder, MemFlagsData, Type, Value};
@@ -38,6 +38,7 @@ pub fn emit_nest(
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
     b.switch_to_block(entry);
+    b.seal_block(entry);
     let params = b.block_params(entry).to_vec();
     let mut e = Emitter {
         b,
@@ -50,6 +51,7 @@ pub fn emit_nest(
         bufs: params[0],
         parallel: split_parallel.then_some((params[1], params[2])),
         libm: refs,
+        regions: 0,
     };
     // Base pointers of the buffers the nest touches, loaded once on entry.
     let mut used = vec![false; func.buffers.len()];
@@ -78,6 +80,8 @@ struct Emitter<'a, 'f> {
     /// `par_lo`, `par_hi` for the nest's splittable parallel loop (taken by the first one).
     parallel: Option<(Value, Value)>,
     libm: Vec<(UnOp, FuncRef)>,
+    /// Alias regions handed out so far (see `next_region`).
+    regions: u32,
 }
 
 fn codegen_error(msg: String) -> Error {
@@ -256,9 +260,24 @@ impl Emitter<'_, '_> {
         );
         self.b.ins().jump(header, &[]);
         self.b.switch_to_block(header);
+        // The header's parameters are created in the order of first use:
+        // registers carried around the loop first, in their numbering
+        // (column-major for a register tile), the counter last. Cranelift
+        // places pure operations in the order of the back edge's arguments,
+        // so this order decides the live ranges in the loop.
+        let mut carried = Vec::new();
+        carried_locals(&l.body, &mut Vec::new(), &mut carried);
+        carried.sort();
+        for local in carried {
+            let x = self.local(local);
+            self.b.use_var(x);
+        }
         let i = self.b.use_var(var);
         let more = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
         self.b.ins().brif(more, body, &[], exit, &[]);
+        // Body and exit have the header as their one predecessor.
+        self.b.seal_block(body);
+        self.b.seal_block(exit);
         self.b.switch_to_block(body);
         for s in &l.body {
             self.stmt(s)?;
@@ -267,6 +286,7 @@ impl Emitter<'_, '_> {
         let next = self.b.ins().iadd_imm_s(i, 1);
         self.b.def_var(var, next);
         self.b.ins().jump(header, &[]);
+        self.b.seal_block(header);
         self.b.switch_to_block(exit);
         Ok(())
     }
@@ -296,6 +316,26 @@ impl Emitter<'_, '_> {
             Ok(off) => (ptr, off),
             Err(_) => (self.b.ins().iadd_imm_s(ptr, byte_const), 0),
         }
+    }
+
+    /// Loads of inputs: nothing stores to them while a nest runs, so they
+    /// are pure and Cranelift may move them (to their use, out of loops).
+    fn input_flags(&self) -> MemFlagsData {
+        MemFlagsData::new()
+            .with_notrap()
+            .with_readonly()
+            .with_can_move()
+    }
+
+    /// A fresh alias region (from a small cycle: regions only need to differ
+    /// between neighbouring loads, and the function's flag table is small).
+    fn next_region(&mut self) -> ir::AliasRegion {
+        self.regions += 1;
+        let user_id = self.regions % 64;
+        self.b.func.dfg.alias_regions.insert(ir::AliasRegionData {
+            user_id,
+            description: std::borrow::Cow::Borrowed("broadcast operand"),
+        })
     }
 
     fn splat_if(&mut self, x: Value, ty: Type) -> Value {
@@ -366,10 +406,11 @@ impl Emitter<'_, '_> {
                 step,
             } => {
                 let (ptr, off) = self.address(*buf, index);
-                let mut flags = MemFlagsData::new().with_notrap();
-                if self.func.buffers[buf.index()].kind == BufKind::Input {
-                    flags = flags.with_readonly().with_can_move();
-                }
+                let flags = if self.func.buffers[buf.index()].kind == BufKind::Input {
+                    self.input_flags()
+                } else {
+                    MemFlagsData::new().with_notrap()
+                };
                 match (*lanes, *step) {
                     (1, _) => self.b.ins().load(F32, flags, ptr, off),
                     (_, 1) => self.b.ins().load(F32X4, flags, ptr, off),
@@ -400,7 +441,25 @@ impl Emitter<'_, '_> {
                 acc
             }
             Expr::Broadcast(x) => {
-                let x = self.expr(x)?;
+                // Each broadcast load of an input gets its own alias region,
+                // so that GVN keeps the copies apart: each then folds into
+                // its own `vbroadcastss m32` at its use, instead of one shared
+                // vector held live across a row of the register tile.
+                let x = match &**x {
+                    Expr::Load {
+                        buf,
+                        index,
+                        lanes: 1,
+                        ..
+                    } if self.func.buffers[buf.index()].kind == BufKind::Input => {
+                        let (ptr, off) = self.address(*buf, index);
+                        let flags = self
+                            .input_flags()
+                            .with_alias_region(Some(self.next_region()));
+                        self.b.ins().load(F32, flags, ptr, off)
+                    }
+                    x => self.expr(x)?,
+                };
                 self.b.ins().splat(F32X4, x)
             }
             Expr::Local(l) => {
@@ -469,5 +528,24 @@ impl Emitter<'_, '_> {
                 }
             }
         })
+    }
+}
+
+/// Registers a loop carries from one iteration to the next: those its body
+/// combines into (reads) before it assigns them. `assigned` collects the
+/// registers given a fresh value earlier in the body.
+fn carried_locals(body: &[Stmt], assigned: &mut Vec<LocalId>, out: &mut Vec<LocalId>) {
+    for s in body {
+        match s {
+            Stmt::Loop(l) => carried_locals(&l.body, assigned, out),
+            Stmt::Assign { local, combine, .. } => {
+                if combine.is_some() && !assigned.contains(local) && !out.contains(local) {
+                    out.push(*local);
+                } else if combine.is_none() {
+                    assigned.push(*local);
+                }
+            }
+            Stmt::Store { .. } => {}
+        }
     }
 }

@@ -17,10 +17,10 @@
 //!
 //! Statements with no such dimension keep the naive nest.
 
-use super::{Directive, Schedule};
+use super::{Directive, Schedule, Spec};
 use crate::affine::Var;
 use crate::check::{Program, Statement};
-use crate::ir::LANES;
+use crate::ir::{LoopKind, LANES};
 
 /// Accumulator rows of the register tile.
 const MR: i64 = 6;
@@ -31,7 +31,10 @@ const NR: i64 = 8;
 /// Never an illegal schedule: a candidate the checks refuse loses its
 /// `parallel`, then falls back to the naive nest.
 pub fn auto_schedule(program: &Program, st: &Statement) -> Schedule {
-    let candidate = candidate(st);
+    let mut candidate = candidate(st);
+    if let Ok(spec) = super::plan(program, st, &candidate) {
+        candidate.0.extend(packs(program, st, &spec));
+    }
     let without_parallel = Schedule(
         candidate
             .0
@@ -150,6 +153,60 @@ fn candidate(st: &Statement) -> Schedule {
         d.push(Directive::Parallel(p.clone()));
     }
     Schedule(d)
+}
+
+/// Reads worth packing (`pack B`): read with vectors, stepping across
+/// rows (more than a cache line) in the innermost reduction loop — GEMM's
+/// `B[k, j]`, a 1x1 convolution's input — which strains the cache and TLB
+/// with one new line or page per step; reused across an output loop, so
+/// the copy is paid once for many reads; and with no duplication in the
+/// copy (at most a quarter more than the tensor: partial tiles).
+fn packs(program: &Program, st: &Statement, spec: &Spec) -> Vec<Directive> {
+    let Some(&vector) = spec
+        .order
+        .last()
+        .filter(|&&d| matches!(spec.dims[d].kind, LoopKind::Vectorized(_)))
+    else {
+        return Vec::new();
+    };
+    let reduced = spec.reduced_dims(st);
+    let Some(&step) = spec.order.iter().rev().find(|d| reduced.contains(d)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<Directive> = Vec::new();
+    for read in st.rhs.reads() {
+        let tensor = &program.tensors[read.tensor.index()];
+        let strides = crate::ir::Buffer {
+            name: String::new(),
+            shape: tensor.shape.clone(),
+            kind: crate::ir::BufKind::Input,
+        }
+        .strides();
+        let stride_of = |d: usize| -> i64 {
+            read.index
+                .iter()
+                .zip(&strides)
+                .map(|(e, s)| spec.substitute(e).coeff(Var(d as u32)) * s)
+                .sum()
+        };
+        let dims = spec.pack_dims(read);
+        let size: i64 = tensor.shape.iter().map(|&n| n as i64).product();
+        let reused = spec.order.iter().any(|&d| {
+            !dims.contains(&d) && !reduced.contains(&d) && spec.dims[d].hi - spec.dims[d].lo > 1
+        });
+        let named = out
+            .iter()
+            .any(|p| *p == Directive::Pack(tensor.name.clone()));
+        if stride_of(vector) == 1
+            && stride_of(step).abs() > 16
+            && reused
+            && !named
+            && 4 * spec.pack_len(read) <= 5 * size
+        {
+            out.push(Directive::Pack(tensor.name.clone()));
+        }
+    }
+    out
 }
 
 /// Rows of a horizontal-reduction tile (GEMV's `O[i]`): independent vector

@@ -48,6 +48,10 @@ pub enum Directive {
     /// `accumulate k`: keep the output elements written inside loop `k` in
     /// registers across it (register blocking, with `unroll`).
     Accumulate(String),
+    /// `pack B`: before the nest, copy the statement's read of `B` into a
+    /// scratch buffer laid out in the nest's loop order, so the nest reads it
+    /// contiguously (GEMM's B panels, a 1x1 convolution's input).
+    Pack(String),
 }
 
 /// An ordered list of directives for one statement.
@@ -64,6 +68,7 @@ impl fmt::Display for Directive {
             Directive::Parallel(v) => write!(f, "parallel {v}"),
             Directive::Peel(v) => write!(f, "peel {v}"),
             Directive::Accumulate(v) => write!(f, "accumulate {v}"),
+            Directive::Pack(t) => write!(f, "pack {t}"),
         }
     }
 }
@@ -111,9 +116,10 @@ impl FromStr for Schedule {
                 "parallel" => Directive::Parallel(one(&words)?),
                 "peel" => Directive::Peel(one(&words)?),
                 "accumulate" => Directive::Accumulate(one(&words)?),
+                "pack" => Directive::Pack(one(&words)?),
                 other => {
                     return Err(err(format!(
-                        "unknown directive `{other}` (split, reorder, unroll, vectorize, parallel, peel, accumulate)"
+                        "unknown directive `{other}` (split, reorder, unroll, vectorize, parallel, peel, accumulate, pack)"
                     )))
                 }
             });
@@ -126,13 +132,27 @@ impl FromStr for Schedule {
 /// first illegal one (with the statement's span).
 pub fn plan(program: &Program, st: &Statement, schedule: &Schedule) -> Result<Spec> {
     let shape_of = |t: usize| program.tensors[t].shape.clone();
+    let name_of = |t: usize| program.tensors[t].name.clone();
+    // The latest version of a name the statement reads.
+    let tensor_named = |name: &str| {
+        st.rhs
+            .reads()
+            .iter()
+            .map(|a| a.tensor.index())
+            .chain([st.lhs.tensor.index()])
+            .find(|&t| program.tensors[t].name == name)
+    };
+    let error = |d: String, msg: String| {
+        Error::new(ErrorKind::Schedule(format!("`{d}`: {msg}")), st.span)
+            .with_source(&program.source)
+    };
     let mut spec = Spec::naive(st);
     for d in &schedule.0 {
-        spec.apply(d, st, &shape_of).map_err(|msg| {
-            Error::new(ErrorKind::Schedule(format!("`{d}`: {msg}")), st.span)
-                .with_source(&program.source)
-        })?;
+        spec.apply(d, st, &shape_of, &tensor_named)
+            .map_err(|msg| error(d.to_string(), msg))?;
     }
+    spec.check_packs(st, &shape_of, &name_of)
+        .map_err(|msg| error(schedule.to_string(), msg))?;
     Ok(spec)
 }
 

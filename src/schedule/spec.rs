@@ -6,7 +6,7 @@
 
 use super::Directive;
 use crate::affine::{Affine, Var};
-use crate::check::Statement;
+use crate::check::{Access, Statement, TensorId};
 use crate::ir::{LoopKind, LANES};
 
 /// One loop of the nest: `name in lo..hi`.
@@ -40,6 +40,8 @@ pub struct Spec {
     /// Ranges of split dimensions whose factor does not divide them: the
     /// partial last tile must stop at the dimension's end.
     pub tails: Vec<Constraint>,
+    /// Tensors whose one read is packed (see [`Spec::pack_dims`]).
+    pub packs: Vec<TensorId>,
 }
 
 impl Spec {
@@ -63,7 +65,94 @@ impl Spec {
                 .map(|v| Affine::var(Var(v)))
                 .collect(),
             tails: Vec::new(),
+            packs: Vec::new(),
         }
+    }
+
+    /// The dimensions a packed read's index depends on, in loop order: the
+    /// packed copy is indexed by them (each from 0), so the compute nest
+    /// reads it with unit stride along its innermost loop and each step of
+    /// an outer loop moves by the size of the block inside it.
+    pub fn pack_dims(&self, read: &Access) -> Vec<usize> {
+        let used: Vec<usize> = read
+            .index
+            .iter()
+            .flat_map(|e| {
+                self.substitute(e)
+                    .vars()
+                    .map(Var::index)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        self.order
+            .iter()
+            .copied()
+            .filter(|d| used.contains(d))
+            .collect()
+    }
+
+    /// Elements of the packed copy of `read`.
+    pub fn pack_len(&self, read: &Access) -> i64 {
+        self.pack_dims(read)
+            .iter()
+            .map(|&d| self.dims[d].hi - self.dims[d].lo)
+            .product()
+    }
+
+    /// `pack X`: the statement's one read of tensor `t` (`name`).
+    fn pack(&mut self, name: &str, t: Option<usize>, st: &Statement) -> Result<(), String> {
+        let t = t.ok_or_else(|| format!("no tensor `{name}`"))?;
+        if st.lhs.tensor.index() == t {
+            return Err(format!(
+                "cannot pack `{name}`: it is the statement's output"
+            ));
+        }
+        let reads = st.rhs.reads();
+        let mut of_t = reads.iter().filter(|a| a.tensor.index() == t);
+        let Some(first) = of_t.next() else {
+            return Err(format!(
+                "cannot pack `{name}`: the statement does not read it"
+            ));
+        };
+        if of_t.any(|a| a.index != first.index) {
+            return Err(format!(
+                "cannot pack `{name}`: it is read at more than one index"
+            ));
+        }
+        if !self.packs.contains(&TensorId(t as u32)) {
+            self.packs.push(TensorId(t as u32));
+        }
+        Ok(())
+    }
+
+    /// The packed read of tensor `t`, if it is packed.
+    pub fn packed_read<'s>(&self, st: &'s Statement, t: TensorId) -> Option<&'s Access> {
+        if !self.packs.contains(&t) {
+            return None;
+        }
+        st.rhs.reads().into_iter().find(|a| a.tensor == t)
+    }
+
+    /// Packed copies must not blow up memory: a copy larger than twice its
+    /// tensor (an im2col of a convolution's input, say) is refused.
+    pub fn check_packs(
+        &self,
+        st: &Statement,
+        shape_of: &dyn Fn(usize) -> Vec<usize>,
+        name_of: &dyn Fn(usize) -> String,
+    ) -> Result<(), String> {
+        for &t in &self.packs {
+            let read = self.packed_read(st, t).expect("checked when added");
+            let size: i64 = shape_of(t.index()).iter().map(|&n| n as i64).product();
+            let len = self.pack_len(read);
+            if len > 2 * size.max(1) {
+                return Err(format!(
+                    "cannot pack `{}`: its packed copy would hold {len} elements, more than twice its {size}",
+                    name_of(t.index())
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Every constraint a point of the nest must meet to contribute: each
@@ -146,8 +235,10 @@ impl Spec {
         d: &Directive,
         st: &Statement,
         shape_of: &dyn Fn(usize) -> Vec<usize>,
+        tensor_named: &dyn Fn(&str) -> Option<usize>,
     ) -> Result<(), String> {
         match d {
+            Directive::Pack(name) => self.pack(name, tensor_named(name), st),
             Directive::Split { var, factor } => {
                 let d = self.find(var)?;
                 let f = i64::from(*factor);
