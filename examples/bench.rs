@@ -6,7 +6,14 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--only NAME[,NAME]] [--threads N[,M]]
-//!     [--json FILE] [--workloads PATH] [--budget SECONDS]
+//!     [--json FILE] [--workloads PATH] [--budget SECONDS] [--schedule S]
+//! ```
+//!
+//! `--schedule S` times the schedule `S` (for every statement) instead of the
+//! automatic one, to compare candidates on the real shapes:
+//!
+//! ```text
+//! cargo run --release --example bench -- --only gemm_512 --schedule 'split j 8; ...'
 //! ```
 
 use cranelift_codegen::ir::types::{F32, F32X4, I64};
@@ -26,6 +33,8 @@ struct Args {
     json: Option<String>,
     workloads: String,
     budget: Duration,
+    /// A manual schedule for every statement (instead of the automatic one).
+    schedule: Option<einjit::schedule::Schedule>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -35,6 +44,7 @@ fn parse_args() -> Result<Args, String> {
         json: None,
         workloads: "../shared/bench/workloads.json".into(),
         budget: Duration::from_secs_f64(1.0),
+        schedule: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -49,12 +59,15 @@ fn parse_args() -> Result<Args, String> {
             }
             "--json" => args.json = Some(value()?),
             "--workloads" => args.workloads = value()?,
+            "--schedule" => {
+                args.schedule = Some(value()?.parse().map_err(|e: einjit::Error| e.to_string())?)
+            }
             "--budget" => {
                 let s: f64 = value()?.parse().map_err(|_| "bad --budget".to_string())?;
                 args.budget = Duration::from_secs_f64(s);
             }
             "-h" | "--help" => {
-                println!("usage: bench [--only NAME[,NAME]] [--threads N[,M]] [--json FILE] [--workloads PATH] [--budget SECONDS]");
+                println!("usage: bench [--only NAME[,NAME]] [--threads N[,M]] [--json FILE] [--workloads PATH] [--budget SECONDS] [--schedule S]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other} (try --help)")),
@@ -90,7 +103,7 @@ fn main() {
             }
         }
         for &threads in &args.threads {
-            match run_workload(w, threads, args.budget) {
+            match run_workload(w, threads, args.budget, args.schedule.as_ref()) {
                 Ok(r) => {
                     let gflops = flops(w) / r.median.as_secs_f64() / 1e9;
                     let ms = r.median.as_secs_f64() * 1e3;
@@ -121,7 +134,12 @@ struct Measured {
 
 /// Compile once (timed: formula text → callable), then time runs until the
 /// budget is spent (at least 3 samples), and take the median.
-fn run_workload(w: &Value, threads: usize, budget: Duration) -> Result<Measured, String> {
+fn run_workload(
+    w: &Value,
+    threads: usize,
+    budget: Duration,
+    schedule: Option<&einjit::schedule::Schedule>,
+) -> Result<Measured, String> {
     let formula = w["formula"].as_str().ok_or("no formula")?;
     let mut inputs: Vec<(String, ArrayD<f32>)> = Vec::new();
     for (k, (name, shape)) in w["inputs"]
@@ -147,6 +165,10 @@ fn run_workload(w: &Value, threads: usize, budget: Duration) -> Result<Measured,
 
     let start = Instant::now();
     let kernel = Formula::new(formula)
+        .map(|f| match schedule {
+            Some(s) => f.with_schedules(vec![Some(s.clone()); 64]),
+            None => f,
+        })
         .and_then(|f| f.compile(&shapes))
         .map_err(|e| e.to_string())?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;

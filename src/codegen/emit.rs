@@ -52,6 +52,7 @@ pub fn emit_nest(
         parallel: split_parallel.then_some((params[1], params[2])),
         libm: refs,
         regions: 0,
+        pointers: Vec::new(),
     };
     // Base pointers of the buffers the nest touches, loaded once on entry.
     let mut used = vec![false; func.buffers.len()];
@@ -82,7 +83,21 @@ struct Emitter<'a, 'f> {
     libm: Vec<(UnOp, FuncRef)>,
     /// Alias regions handed out so far (see `next_region`).
     regions: u32,
+    /// Induction pointers of the loops being emitted, outermost first.
+    pointers: Vec<Pointer>,
 }
+
+/// `var` holds `base(buf) + offset` (bytes) at the current iteration.
+#[derive(Clone)]
+struct Pointer {
+    buf: BufId,
+    offset: Affine,
+    var: Variable,
+}
+
+/// Induction pointers per loop: enough for the operands of a register tile
+/// (and its output), few enough to leave integer registers.
+const MAX_POINTERS: usize = 4;
 
 fn codegen_error(msg: String) -> Error {
     Error::unspanned(ErrorKind::Codegen(msg))
@@ -253,6 +268,7 @@ impl Emitter<'_, '_> {
         }
         let var = self.var(l.var);
         self.b.def_var(var, lo);
+        let pointers = self.induction_pointers(l);
         let (header, body, exit) = (
             self.b.create_block(),
             self.b.create_block(),
@@ -272,6 +288,9 @@ impl Emitter<'_, '_> {
             let x = self.local(local);
             self.b.use_var(x);
         }
+        for p in &pointers {
+            self.b.use_var(p.var);
+        }
         let i = self.b.use_var(var);
         let more = self.b.ins().icmp(IntCC::SignedLessThan, i, hi);
         self.b.ins().brif(more, body, &[], exit, &[]);
@@ -279,8 +298,16 @@ impl Emitter<'_, '_> {
         self.b.seal_block(body);
         self.b.seal_block(exit);
         self.b.switch_to_block(body);
+        let outer_pointers = self.pointers.len();
+        self.pointers.extend(pointers.iter().cloned());
         for s in &l.body {
             self.stmt(s)?;
+        }
+        self.pointers.truncate(outer_pointers);
+        for p in &pointers {
+            let x = self.b.use_var(p.var);
+            let next = self.b.ins().iadd_imm_s(x, p.offset.coeff(l.var));
+            self.b.def_var(p.var, next);
         }
         let i = self.b.use_var(var);
         let next = self.b.ins().iadd_imm_s(i, 1);
@@ -291,31 +318,99 @@ impl Emitter<'_, '_> {
         Ok(())
     }
 
+    /// The byte offset of `buf[index]` from the buffer's base.
+    fn byte_offset(&self, buf: BufId, index: &[Affine]) -> Affine {
+        index
+            .iter()
+            .zip(&self.strides[buf.index()])
+            .fold(Affine::constant(0), |acc, (e, &s)| {
+                acc.add_scaled(e, 4 * s).expect("in bounds")
+            })
+    }
+
     /// Pointer and constant byte offset of `buf[index]`.
     fn address(&mut self, buf: BufId, index: &[Affine]) -> (Value, i32) {
-        let strides = self.strides[buf.index()].clone();
-        let offset = index
-            .iter()
-            .zip(&strides)
-            .fold(Affine::constant(0), |acc, (e, &s)| {
-                acc.add_scaled(e, s).expect("in bounds")
-            });
-        let base = self.base(buf);
-        let var_part = Affine {
-            terms: offset.terms.iter().map(|&(v, c)| (v, c * 4)).collect(),
-            constant: 0,
-        };
-        let byte_const = offset.constant * 4;
-        let ptr = if var_part.terms.is_empty() {
-            base
-        } else {
-            let x = self.affine(&var_part);
-            self.b.ins().iadd(base, x)
-        };
-        match i32::try_from(byte_const) {
+        let offset = self.byte_offset(buf, index);
+        let ptr = self.pointer(
+            buf,
+            &Affine {
+                terms: offset.terms,
+                constant: 0,
+            },
+        );
+        match i32::try_from(offset.constant) {
             Ok(off) => (ptr, off),
-            Err(_) => (self.b.ins().iadd_imm_s(ptr, byte_const), 0),
+            Err(_) => (self.b.ins().iadd_imm_s(ptr, offset.constant), 0),
         }
+    }
+
+    /// `base(buf) + offset` (bytes, no constant part): from the induction
+    /// pointer of an enclosing loop covering the most of its terms, plus the
+    /// rest; from the base pointer if none does.
+    fn pointer(&mut self, buf: BufId, offset: &Affine) -> Value {
+        let covers =
+            |p: &Pointer| p.buf == buf && p.offset.terms.iter().all(|t| offset.terms.contains(t));
+        let best = self
+            .pointers
+            .iter()
+            .filter(|p| covers(p))
+            .max_by_key(|p| p.offset.terms.len())
+            .map(|p| (p.var, p.offset.clone()));
+        let (from, rest) = match best {
+            Some((var, covered)) => (
+                self.b.use_var(var),
+                offset.add_scaled(&covered, -1).expect("in bounds"),
+            ),
+            None => (self.base(buf), offset.clone()),
+        };
+        if rest.terms.is_empty() {
+            from
+        } else {
+            let x = self.affine(&rest);
+            self.b.ins().iadd(from, x)
+        }
+    }
+
+    /// Induction pointers for loop `l` (strength reduction): one per buffer
+    /// and offset its body addresses, with the terms of loops nested inside
+    /// left out, for at most [`MAX_POINTERS`] of the most used. Each starts at
+    /// the loop's first iteration (its variable is defined already) and is
+    /// bumped by its stride on the back edge, so an address in the body is
+    /// the pointer plus a constant (plus the inner loops' terms).
+    fn induction_pointers(&mut self, l: &Loop) -> Vec<Pointer> {
+        let mut inner = Vec::new();
+        nested_vars(&l.body, &mut inner);
+        let mut found: Vec<(BufId, Affine, usize)> = Vec::new();
+        for_each_access(&l.body, &mut |buf, index| {
+            let offset = self.byte_offset(buf, index);
+            if offset.coeff(l.var) == 0 {
+                return;
+            }
+            let outer = Affine {
+                terms: offset
+                    .terms
+                    .iter()
+                    .filter(|(v, _)| !inner.contains(v))
+                    .copied()
+                    .collect(),
+                constant: 0,
+            };
+            match found.iter_mut().find(|(b, o, _)| *b == buf && *o == outer) {
+                Some(f) => f.2 += 1,
+                None => found.push((buf, outer, 1)),
+            }
+        });
+        found.sort_by_key(|f| std::cmp::Reverse(f.2));
+        found.truncate(MAX_POINTERS);
+        found
+            .into_iter()
+            .map(|(buf, offset, _)| {
+                let start = self.pointer(buf, &offset);
+                let var = self.b.declare_var(I64);
+                self.b.def_var(var, start);
+                Pointer { buf, offset, var }
+            })
+            .collect()
     }
 
     /// Loads of inputs: nothing stores to them while a nest runs, so they
@@ -546,6 +641,43 @@ fn carried_locals(body: &[Stmt], assigned: &mut Vec<LocalId>, out: &mut Vec<Loca
                 }
             }
             Stmt::Store { .. } => {}
+        }
+    }
+}
+
+/// Variables of the loops inside `body`.
+fn nested_vars(body: &[Stmt], out: &mut Vec<crate::affine::Var>) {
+    for s in body {
+        if let Stmt::Loop(l) = s {
+            out.push(l.var);
+            nested_vars(&l.body, out);
+        }
+    }
+}
+
+/// Every load and store in `body`: its buffer and index.
+fn for_each_access(body: &[Stmt], f: &mut dyn FnMut(BufId, &[Affine])) {
+    fn expr(e: &Expr, f: &mut dyn FnMut(BufId, &[Affine])) {
+        match e {
+            Expr::Load { buf, index, .. } => f(*buf, index),
+            Expr::Const(_) | Expr::Local(_) => {}
+            Expr::Broadcast(x) | Expr::Reduce(_, x) | Expr::Unary(_, x) => expr(x, f),
+            Expr::Binary(_, a, b) => {
+                expr(a, f);
+                expr(b, f);
+            }
+        }
+    }
+    for s in body {
+        match s {
+            Stmt::Loop(l) => for_each_access(&l.body, f),
+            Stmt::Store {
+                buf, index, value, ..
+            } => {
+                f(*buf, index);
+                expr(value, f);
+            }
+            Stmt::Assign { value, .. } => expr(value, f),
         }
     }
 }

@@ -151,7 +151,7 @@ pub fn plan(program: &Program, st: &Statement, schedule: &Schedule) -> Result<Sp
         spec.apply(d, st, &shape_of, &tensor_named)
             .map_err(|msg| error(d.to_string(), msg))?;
     }
-    spec.check_packs(st, &shape_of, &name_of)
+    spec.check_packs(st, &name_of)
         .map_err(|msg| error(schedule.to_string(), msg))?;
     Ok(spec)
 }

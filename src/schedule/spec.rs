@@ -133,21 +133,34 @@ impl Spec {
         st.rhs.reads().into_iter().find(|a| a.tensor == t)
     }
 
-    /// Packed copies must not blow up memory: a copy larger than twice its
-    /// tensor (an im2col of a convolution's input, say) is refused.
+    /// Elements of the box the packed read's index spans (over whole tiles).
+    fn pack_span(&self, read: &Access) -> i64 {
+        read.index
+            .iter()
+            .map(|e| {
+                let (lo, hi) = self
+                    .substitute(e)
+                    .bounds_over(&|v| self.dim_range(v))
+                    .unwrap_or((0, 0));
+                hi - lo + 1
+            })
+            .product()
+    }
+
+    /// Packed copies must not blow up memory: a copy holding more than
+    /// twice the elements its read spans — the same element at several
+    /// places, as an im2col of a convolution's input — is refused.
     pub fn check_packs(
         &self,
         st: &Statement,
-        shape_of: &dyn Fn(usize) -> Vec<usize>,
         name_of: &dyn Fn(usize) -> String,
     ) -> Result<(), String> {
         for &t in &self.packs {
             let read = self.packed_read(st, t).expect("checked when added");
-            let size: i64 = shape_of(t.index()).iter().map(|&n| n as i64).product();
-            let len = self.pack_len(read);
-            if len > 2 * size.max(1) {
+            let (len, span) = (self.pack_len(read), self.pack_span(read));
+            if len > 2 * span {
                 return Err(format!(
-                    "cannot pack `{}`: its packed copy would hold {len} elements, more than twice its {size}",
+                    "cannot pack `{}`: its packed copy would hold {len} elements, more than twice the {span} it reads",
                     name_of(t.index())
                 ));
             }
