@@ -211,7 +211,7 @@ fn packs(program: &Program, st: &Statement, spec: &Spec) -> Vec<Directive> {
 
 /// Rows of a horizontal-reduction tile (GEMV's `O[i]`): independent vector
 /// accumulators, each reused across `RK` vectors of the reduction.
-const ROWS: i64 = 4;
+const ROWS: i64 = 8;
 /// Reduction elements per row and iteration (two F32X4 vectors).
 const RK: i64 = 8;
 
