@@ -26,6 +26,8 @@ use crate::ir::{LoopKind, LANES};
 const MR: i64 = 6;
 /// Lanes per row of the register tile (two F32X4 vectors).
 const NR: i64 = 8;
+/// Trips of an innermost reduction loop worth unrolling around the tile.
+const MAX_UNROLLED_REDUCTION: i64 = 4;
 
 /// A schedule for `st` chosen from its shapes and access strides.
 /// Never an illegal schedule: a candidate the checks refuse loses its
@@ -131,6 +133,15 @@ fn candidate(st: &Statement) -> Schedule {
     d.push(Directive::Reorder(order));
     for l in &inner {
         d.push(Directive::Unroll(l.clone()));
+    }
+    // A short innermost reduction loop (a kernel's row: `ry` of a 3x3) is
+    // unrolled too: its loop overhead is as large as its body. (Unrolling
+    // the next one as well spills: 2x2 and 3x3 convolutions got slower.)
+    if let [_, .., last] = reduced.as_slice() {
+        let k = st.vars.iter().position(|x| &x.name == last).expect("a variable");
+        if extent(k) <= MAX_UNROLLED_REDUCTION {
+            d.push(Directive::Unroll(last.clone()));
+        }
     }
     d.push(Directive::Vectorize(vector));
     if let Some(r) = reduced.first() {
