@@ -212,3 +212,31 @@ proptest! {
         }
     }
 }
+
+/// Max and min pooling skip NaN inputs as `f32::max`/`f32::min` do (the
+/// reference evaluator's definition): vector code (shuffled stride-2 lanes,
+/// `maxps`/`minps`) and scalar tails alike.
+#[test]
+fn pooling_skips_nan_inputs_like_f32_max() {
+    let mut x = rand(&[1, 2, 6, 22], 3);
+    for (k, v) in x.iter_mut().enumerate() {
+        if k % 5 == 0 {
+            *v = f32::NAN;
+        }
+    }
+    for src in [
+        "O[b,c,i,j] max= I[b,c,2*i+rx,2*j+ry] where rx in 0..2, ry in 0..2",
+        "O[b,c,i,j] min= I[b,c,2*i+rx,2*j+ry] where rx in 0..2, ry in 0..2",
+        "O[b,c,i,j] max= I[b,c,i+rx,j+ry] where rx in 0..3, ry in 0..3",
+        "O[b,c] max= I[b,c,i,j]",
+    ] {
+        let want = reference(src, &inputs(&[("I", x.clone())]));
+        let got = Formula::new(src).unwrap().run(&[("I", x.view())]).unwrap();
+        let (w, g) = (&want["O"], &got["O"]);
+        assert!(
+            w.iter().all(|v| !v.is_nan()),
+            "{src}: every window has a number"
+        );
+        assert_eq!(g, w, "{src}");
+    }
+}

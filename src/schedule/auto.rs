@@ -138,7 +138,11 @@ fn candidate(st: &Statement) -> Schedule {
     // unrolled too: its loop overhead is as large as its body. (Unrolling
     // the next one as well spills: 2x2 and 3x3 convolutions got slower.)
     if let [_, .., last] = reduced.as_slice() {
-        let k = st.vars.iter().position(|x| &x.name == last).expect("a variable");
+        let k = st
+            .vars
+            .iter()
+            .position(|x| &x.name == last)
+            .expect("a variable");
         if extent(k) <= MAX_UNROLLED_REDUCTION {
             d.push(Directive::Unroll(last.clone()));
         }
