@@ -507,7 +507,7 @@ impl Emitter<'_, '_> {
 
     /// The vector of lanes `lanes` of `a` (0–3) and `b` (4–7): one `shufps`.
     fn pick_lanes(&mut self, a: Value, b: Value, lanes: [u8; 4]) -> Value {
-        let bytes: Vec<u8> = lanes.iter().flat_map(|&l| (4 * l..4 * l + 4)).collect();
+        let bytes: Vec<u8> = lanes.iter().flat_map(|&l| 4 * l..4 * l + 4).collect();
         let mask = self.b.func.dfg.immediates.push(bytes.into());
         let le = MemFlagsData::new().with_endianness(ir::Endianness::Little);
         let a = self.b.ins().bitcast(I8X16, le, a);
