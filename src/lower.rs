@@ -74,7 +74,9 @@ fn lower_statement(func: &mut Func, st: &check::Statement, spec: &Spec) {
         .dims
         .iter()
         .any(|d| matches!(d.kind, LoopKind::Vectorized(_)));
+    let in_nest = initialised_in_nest(func, st);
     match st.init {
+        Init::Identity if in_nest => {}
         Init::Identity => {
             let c = st.combine.identity();
             let nest = fill_nest(func, out, vector, |_, lanes| match lanes {
@@ -96,14 +98,55 @@ fn lower_statement(func: &mut Func, st: &check::Statement, spec: &Spec) {
         Init::Existing => {}
     }
 
-    let nest = compute_nest(func, st, spec);
+    let nest = compute_nest(func, st, spec, in_nest);
     func.body.extend(nest);
+}
+
+/// Whether the compute nest can initialise the output itself, element by
+/// element right before its reduction (no separate fill over the whole
+/// output): `=`, `max=`, `min=` writing plain distinct variables that span
+/// the output from 0, with no read that leaves its tensor unless a reduced
+/// loop is involved — so the output loops visit every element.
+fn initialised_in_nest(func: &Func, st: &check::Statement) -> bool {
+    let shape = &func.buffers[st.lhs.tensor.index()].shape;
+    let mut seen = Vec::new();
+    let plain = st
+        .lhs
+        .index
+        .iter()
+        .zip(shape)
+        .all(|(e, &n)| match e.as_var() {
+            Some(v) if !seen.contains(&v) => {
+                seen.push(v);
+                let var = &st.vars[v.index()];
+                !var.reduced && var.lo == 0 && var.hi == n as i64
+            }
+            _ => false,
+        });
+    let range = |v: Var| (st.vars[v.index()].lo, st.vars[v.index()].hi);
+    let clips_output = st.rhs.reads().iter().any(|a| {
+        let shape = &func.buffers[a.tensor.index()].shape;
+        a.index.iter().zip(shape).any(|(e, &n)| {
+            let c = Constraint {
+                expr: e.clone(),
+                lo: 0,
+                hi: n as i64 - 1,
+            };
+            !is_trivial(&c, &range) && e.vars().all(|v| !st.vars[v.index()].reduced)
+        })
+    });
+    st.init == Init::Identity && plain && !clips_output
 }
 
 /// The compute nest of `st` shaped by `spec`: one loop per dimension in
 /// order, each constraint folded into the bounds of its innermost loop,
 /// peeled loops split into boundary and interior copies.
-fn compute_nest(func: &mut Func, st: &check::Statement, spec: &Spec) -> Vec<Stmt> {
+///
+/// With `init` (see [`initialised_in_nest`]) the nest starts each output
+/// element at the operator's identity itself: right before the outermost
+/// reduction loop, over the output loops inside it (or, with no reduction,
+/// by storing the value directly).
+fn compute_nest(func: &mut Func, st: &check::Statement, spec: &Spec, init: bool) -> Vec<Stmt> {
     let shapes: Vec<Vec<usize>> = func.buffers.iter().map(|b| b.shape.clone()).collect();
     let range = |v: Var| spec.dim_range(v);
     let mut constraints = spec.constraints(st, &|t| shapes[t].clone());
@@ -155,11 +198,30 @@ fn compute_nest(func: &mut Func, st: &check::Statement, spec: &Spec) -> Vec<Stmt
     let constraints = &builder.constraints;
     let out = BufId(st.lhs.tensor.0);
     let out_index: Vec<Affine> = st.lhs.index.iter().map(rename).collect();
+    let reduced = spec.reduced_dims(st);
+    let first_reduced = spec.order.iter().position(|d| reduced.contains(d));
     let store = Stmt::Store {
         buf: out,
         index: out_index.clone(),
         value: lower_expr(&st.rhs, &read),
-        combine: Some(st.combine),
+        combine: if init && first_reduced.is_none() {
+            None
+        } else {
+            Some(st.combine)
+        },
+    };
+    let identity = |lanes: u32| match lanes {
+        1 => ir::Expr::Const(st.combine.identity()),
+        _ => ir::Expr::Broadcast(Box::new(ir::Expr::Const(st.combine.identity()))),
+    };
+    let prologue: Vec<Stmt> = match first_reduced {
+        Some(_) if init => vec![Stmt::Store {
+            buf: out,
+            index: out_index.clone(),
+            value: identity(1),
+            combine: None,
+        }],
+        _ => Vec::new(),
     };
     // Fused elementwise statements: in place, once each element is final.
     let epilogue: Vec<Stmt> = st
@@ -172,52 +234,61 @@ fn compute_nest(func: &mut Func, st: &check::Statement, spec: &Spec) -> Vec<Stmt
             combine: None,
         })
         .collect();
-    let reduced = spec.reduced_dims(st);
     let all = |order: &[usize]| Nest {
         kinds: order.iter().map(|&d| spec.dims[d].kind).collect(),
         order: order.to_vec(),
         innermost: innermost.iter().map(|&l| Some(l)).collect(),
         body: Vec::new(),
+        before: None,
         then: None,
     };
+    // The output loops inside the outermost reduction loop, running `body`
+    // (the elements that loop covers, before it starts or once it is done).
+    let around_reduction = |first: usize, body: Vec<Stmt>| {
+        let inside: Vec<usize> = spec.order[first + 1..]
+            .iter()
+            .copied()
+            .filter(|d| !reduced.contains(d))
+            .collect();
+        let mut nest = all(&inside);
+        nest.body = body;
+        // Only constraints on output loops inside: the others either
+        // hold already (outer loops) or involve the reduction.
+        nest.innermost = constraints
+            .iter()
+            .map(|c| {
+                if c.expr.vars().any(|v| reduced.contains(&v.index())) {
+                    return None;
+                }
+                let deepest = c.expr.vars().max_by_key(|&v| level_of(v))?;
+                inside.iter().position(|&d| d == deepest.index())
+            })
+            .collect();
+        for (k, &d) in inside.iter().enumerate() {
+            nest.kinds[k] = match spec.dims[d].kind {
+                LoopKind::Vectorized(n) if vectorizes(func, &nest.body, dim_var[d]) => {
+                    LoopKind::Vectorized(n)
+                }
+                LoopKind::Vectorized(_) | LoopKind::Unrolled => LoopKind::Unrolled,
+                _ => LoopKind::Serial,
+            };
+        }
+        Box::new(nest)
+    };
     let mut nest = all(&spec.order);
-    match spec.order.iter().position(|d| reduced.contains(d)) {
-        _ if epilogue.is_empty() => nest.body = vec![store],
+    nest.body = vec![store];
+    match first_reduced {
         // No reduction: each element is final right after its one store.
-        None => nest.body = [vec![store], epilogue].concat(),
+        None => nest.body.extend(epilogue),
         // After the outermost reduction loop, the elements it covered are
         // final: the epilogue runs over the output loops inside it.
         Some(first) => {
-            nest.body = vec![store];
-            let inside: Vec<usize> = spec.order[first + 1..]
-                .iter()
-                .copied()
-                .filter(|d| !reduced.contains(d))
-                .collect();
-            let mut epi = all(&inside);
-            epi.body = epilogue;
-            // Only constraints on output loops inside: the others either
-            // hold already (outer loops) or involve the reduction.
-            epi.innermost = constraints
-                .iter()
-                .map(|c| {
-                    if c.expr.vars().any(|v| reduced.contains(&v.index())) {
-                        return None;
-                    }
-                    let deepest = c.expr.vars().max_by_key(|&v| level_of(v))?;
-                    inside.iter().position(|&d| d == deepest.index())
-                })
-                .collect();
-            for (k, &d) in inside.iter().enumerate() {
-                epi.kinds[k] = match spec.dims[d].kind {
-                    LoopKind::Vectorized(n) if vectorizes(func, &epi.body, dim_var[d]) => {
-                        LoopKind::Vectorized(n)
-                    }
-                    LoopKind::Vectorized(_) | LoopKind::Unrolled => LoopKind::Unrolled,
-                    _ => LoopKind::Serial,
-                };
+            if !prologue.is_empty() {
+                nest.before = Some((first, around_reduction(first, prologue)));
             }
-            nest.then = Some((first, Box::new(epi)));
+            if !epilogue.is_empty() {
+                nest.then = Some((first, around_reduction(first, epilogue)));
+            }
         }
     }
     copies.extend(builder.build(&nest, 0, &vec![false; builder.constraints.len()]));
@@ -285,6 +356,7 @@ fn pack_nest(
             value: ir::Expr::load(source, read.index.iter().map(rename).collect()),
             combine: None,
         }],
+        before: None,
         then: None,
     };
     let nest = builder.build(&copy, 0, &vec![false; builder.constraints.len()]);
@@ -300,6 +372,7 @@ struct Nest {
     /// (`None`: not this nest's concern).
     innermost: Vec<Option<usize>>,
     body: Vec<Stmt>,
+    before: Option<(usize, Box<Nest>)>,
     then: Option<(usize, Box<Nest>)>,
 }
 
@@ -396,6 +469,11 @@ impl NestBuilder<'_> {
         if let Some((at, then)) = &nest.then {
             if *at == level {
                 loops.extend(self.build(then, 0, satisfied));
+            }
+        }
+        if let Some((at, before)) = &nest.before {
+            if *at == level {
+                loops.splice(0..0, self.build(before, 0, satisfied));
             }
         }
         loops

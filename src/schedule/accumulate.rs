@@ -14,10 +14,11 @@ use crate::ir::{BufId, Expr, Func, LocalId, Loop, LoopKind, Stmt};
 pub fn accumulate(func: &Func) -> Func {
     let mut out = func.clone();
     let body = std::mem::take(&mut out.body);
-    out.body = body
+    let body = body
         .into_iter()
         .flat_map(|s| rewrite(&mut out, s))
         .collect();
+    out.body = forward_initial_values(&out, body);
     out
 }
 
@@ -26,7 +27,8 @@ fn rewrite(func: &mut Func, s: Stmt) -> Vec<Stmt> {
         return vec![s];
     };
     let body = std::mem::take(&mut l.body);
-    l.body = body.into_iter().flat_map(|s| rewrite(func, s)).collect();
+    let body = body.into_iter().flat_map(|s| rewrite(func, s)).collect();
+    l.body = forward_initial_values(func, body);
     if l.kind != LoopKind::Accumulating {
         return vec![Stmt::Loop(l)];
     }
@@ -242,4 +244,116 @@ fn replace(s: Stmt, tiles: &[Tile], locals: &[LocalId]) -> Stmt {
         }
         other => other,
     }
+}
+
+/// A register loaded from an element that the same body set to a constant
+/// just before (a nest that initialises its output itself: `O[..] =
+/// splat(0.0)`, then `acc = O[..]`) starts from the constant instead, and
+/// the constant's store goes when the register's final store overwrites it
+/// with nothing reading it in between.
+fn forward_initial_values(func: &Func, mut body: Vec<Stmt>) -> Vec<Stmt> {
+    let scalar = |e: &Expr| match e {
+        Expr::Const(c) => Some(c.to_bits()),
+        Expr::Broadcast(x) => match **x {
+            Expr::Const(c) => Some(c.to_bits()),
+            _ => None,
+        },
+        _ => None,
+    };
+    let constant = |e: &Expr| scalar(e).is_some();
+    let reads = |s: &Stmt, b: BufId| {
+        let mut used = vec![false; func.buffers.len()];
+        match s {
+            Stmt::Store { value, .. } | Stmt::Assign { value, .. } => value.mark_loads(&mut used),
+            Stmt::Loop(_) => s.mark_buffers(&mut used),
+        }
+        used[b.index()]
+    };
+    for p in 0..body.len() {
+        let Stmt::Assign {
+            value:
+                Expr::Load {
+                    buf,
+                    index,
+                    lanes,
+                    step: 1,
+                },
+            combine: None,
+            ..
+        } = &body[p]
+        else {
+            continue;
+        };
+        let (buf, index, lanes) = (*buf, index.clone(), *lanes);
+        // The nearest earlier statement touching `buf` must be a constant
+        // store to this very element (register loads of the buffer and
+        // stores of the same constant elsewhere in between are fine).
+        let mut found = None;
+        let mut between = Vec::new();
+        for q in (0..p).rev() {
+            match &body[q] {
+                Stmt::Store {
+                    buf: b,
+                    index: i,
+                    value,
+                    combine: None,
+                } if *b == buf && constant(value) => {
+                    if *i == index {
+                        if func.lanes(value) == lanes
+                            && between.iter().all(|c| Some(*c) == scalar(value))
+                        {
+                            found = Some(value.clone());
+                        }
+                        break;
+                    }
+                    between.extend(scalar(value));
+                }
+                Stmt::Assign {
+                    value: Expr::Load { .. },
+                    ..
+                } => {}
+                other if reads(other, buf) || matches!(other, Stmt::Loop(_)) => break,
+                Stmt::Store { buf: b, .. } if *b == buf => break,
+                _ => {}
+            }
+        }
+        if let (Some(value), Stmt::Assign { value: v, .. }) = (found, &mut body[p]) {
+            *v = value;
+        }
+    }
+    // Constant stores overwritten later with no read of the buffer between.
+    let mut keep = vec![true; body.len()];
+    for q in 0..body.len() {
+        let Stmt::Store {
+            buf,
+            index,
+            value,
+            combine: None,
+        } = &body[q]
+        else {
+            continue;
+        };
+        if !constant(value) {
+            continue;
+        }
+        for later in &body[q + 1..] {
+            match later {
+                Stmt::Store {
+                    buf: b,
+                    index: i,
+                    value: v,
+                    combine: None,
+                } if b == buf && i == index && func.lanes(v) == func.lanes(value) => {
+                    keep[q] = false;
+                    break;
+                }
+                s if reads(s, *buf) => break,
+                _ => {}
+            }
+        }
+    }
+    body.into_iter()
+        .zip(keep)
+        .filter_map(|(s, k)| k.then_some(s))
+        .collect()
 }
