@@ -12,7 +12,7 @@
 //! after its outermost reduction loop, over the output loops inside it.
 
 use crate::affine::{ceil_div, floor_div, Affine, Var};
-use crate::check::{self, Init, Origin, Program};
+use crate::check::{self, Combine, Init, Origin, Program};
 use crate::ir::{
     self, BinOp, Bound, BufId, BufKind, Buffer, Func, Loop, LoopKind, Stmt, UnOp, LANES,
 };
@@ -102,6 +102,19 @@ fn lower_statement(func: &mut Func, st: &check::Statement, spec: &Spec) {
     func.body.extend(nest);
 }
 
+/// Whether the left-hand side is distinct plain output variables, so that
+/// with no reduction each output element receives exactly one point.
+fn one_point_per_element(st: &check::Statement) -> bool {
+    let mut seen = Vec::new();
+    st.lhs.index.iter().all(|e| match e.as_var() {
+        Some(v) if !seen.contains(&v) && !st.vars[v.index()].reduced => {
+            seen.push(v);
+            true
+        }
+        _ => false,
+    })
+}
+
 /// Whether the compute nest can initialise the output itself, element by
 /// element right before its reduction (no separate fill over the whole
 /// output): `=`, `max=`, `min=` writing plain distinct variables that span
@@ -109,20 +122,11 @@ fn lower_statement(func: &mut Func, st: &check::Statement, spec: &Spec) {
 /// loop is involved — so the output loops visit every element.
 fn initialised_in_nest(func: &Func, st: &check::Statement) -> bool {
     let shape = &func.buffers[st.lhs.tensor.index()].shape;
-    let mut seen = Vec::new();
-    let plain = st
-        .lhs
-        .index
-        .iter()
-        .zip(shape)
-        .all(|(e, &n)| match e.as_var() {
-            Some(v) if !seen.contains(&v) => {
-                seen.push(v);
-                let var = &st.vars[v.index()];
-                !var.reduced && var.lo == 0 && var.hi == n as i64
-            }
-            _ => false,
-        });
+    let spans = st.lhs.index.iter().zip(shape).all(|(e, &n)| {
+        e.as_var()
+            .is_some_and(|v| st.vars[v.index()].lo == 0 && st.vars[v.index()].hi == n as i64)
+    });
+    let plain = one_point_per_element(st) && spans;
     let range = |v: Var| (st.vars[v.index()].lo, st.vars[v.index()].hi);
     let clips_output = st.rhs.reads().iter().any(|a| {
         let shape = &func.buffers[a.tensor.index()].shape;
@@ -200,15 +204,23 @@ fn compute_nest(func: &mut Func, st: &check::Statement, spec: &Spec, init: bool)
     let out_index: Vec<Affine> = st.lhs.index.iter().map(rename).collect();
     let reduced = spec.reduced_dims(st);
     let first_reduced = spec.order.iter().position(|d| reduced.contains(d));
+    // With no reduction each element gets one value, stored directly: `0 +
+    // v` is `v`; `max(-inf, v)` is not when `v` is NaN, so `max=`/`min=`
+    // keep the identity in the expression (or combine with a fill).
+    let value = lower_expr(&st.rhs, &read);
+    let direct = first_reduced.is_none()
+        && st.init == Init::Identity
+        && one_point_per_element(st)
+        && (init || st.combine == Combine::Sum);
     let store = Stmt::Store {
         buf: out,
         index: out_index.clone(),
-        value: lower_expr(&st.rhs, &read),
-        combine: if init && first_reduced.is_none() {
-            None
-        } else {
-            Some(st.combine)
+        value: match st.combine {
+            Combine::Max if direct => max_min(BinOp::Max, st.combine.identity(), value),
+            Combine::Min if direct => max_min(BinOp::Min, st.combine.identity(), value),
+            _ => value,
         },
+        combine: (!direct).then_some(st.combine),
     };
     let identity = |lanes: u32| match lanes {
         1 => ir::Expr::Const(st.combine.identity()),
@@ -593,6 +605,11 @@ fn fill_nest(
         .fold(innermost, |body, (&v, &n)| {
             vec![looped(v, 0, n as i64, body)]
         })
+}
+
+/// `op(identity, value)`: `max=`'s first value, with `f32::max`'s NaN rule.
+fn max_min(op: BinOp, identity: f32, value: ir::Expr) -> ir::Expr {
+    ir::Expr::Binary(op, Box::new(ir::Expr::Const(identity)), Box::new(value))
 }
 
 /// `e` with each read lowered by `read`.

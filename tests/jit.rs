@@ -229,6 +229,9 @@ fn pooling_skips_nan_inputs_like_f32_max() {
         "O[b,c,i,j] min= I[b,c,2*i+rx,2*j+ry] where rx in 0..2, ry in 0..2",
         "O[b,c,i,j] max= I[b,c,i+rx,j+ry] where rx in 0..3, ry in 0..3",
         "O[b,c] max= I[b,c,i,j]",
+        // No reduction: each element is `max(-inf, I)`, so -inf for a NaN.
+        "O[b,c,i,j] max= I[b,c,i,j]",
+        "O[b,c,i,j] min= I[b,c,i,j+1]",
     ] {
         let want = reference(src, &inputs(&[("I", x.clone())]));
         let got = Formula::new(src).unwrap().run(&[("I", x.view())]).unwrap();
