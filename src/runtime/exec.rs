@@ -1,11 +1,12 @@
 //! Calling compiled nests: buffers bound to pointers, nests run in order,
 //! a nest's parallel loop split between threads.
 
+use super::pool;
 use crate::codegen::{Compiled, NestFn};
 use std::borrow::Cow;
 
-/// Below this many visited points a nest runs on one thread: spawning costs
-/// tens of microseconds.
+/// Below this many visited points a nest runs on one thread: handing work
+/// to a worker and waiting for it costs microseconds.
 const PARALLEL_MIN_WORK: f64 = 200_000.0;
 
 /// One buffer's storage for a run: borrowed input data or owned memory.
@@ -18,7 +19,7 @@ pub struct Bound<'a> {
 struct Pointers(*const *mut f32);
 
 // SAFETY: the pointers stay valid for the whole run (the buffers outlive the
-// scoped threads); threads of one parallel nest write disjoint output
+// workers' tasks: `run_parallel` returns only when they are done); threads of one parallel nest write disjoint output
 // elements — the scheduler only marks loops parallel that are neither
 // reduced nor scattered — and only read the rest.
 unsafe impl Send for Pointers {}
@@ -43,13 +44,15 @@ pub fn run(compiled: &Compiled, buffers: &mut [Bound<'_>], owner: &[usize], thre
             Some((lo, hi)) if threads > 1 && hi - lo > 1 && info.work >= PARALLEL_MIN_WORK => {
                 let n = threads.min((hi - lo) as usize) as i64;
                 let chunk = (hi - lo + n - 1) / n;
-                std::thread::scope(|s| {
-                    for t in 1..n {
+                let f = *f;
+                let tasks = (1..n)
+                    .map(|t| {
                         let (a, b) = (lo + t * chunk, (lo + (t + 1) * chunk).min(hi));
-                        s.spawn(move || call(*f, p, a, b));
-                    }
-                    call(*f, p, lo, (lo + chunk).min(hi));
-                });
+                        Box::new(move || call(f, p, a, b)) as pool::Task
+                    })
+                    .collect();
+                // Returns once every task has run: the buffers outlive them.
+                pool::run_parallel(tasks, || call(f, p, lo, (lo + chunk).min(hi)));
             }
             _ => call(*f, p, i64::MIN, i64::MAX),
         }

@@ -5,6 +5,7 @@
 
 mod exec;
 mod memory;
+mod pool;
 
 pub use memory::MemoryPlan;
 
