@@ -42,7 +42,9 @@ pub struct NestInfo {
 pub struct Compiled {
     module: Option<JITModule>,
     nests: Vec<(NestFn, NestInfo)>,
-    clif: String,
+    /// The Cranelift IR of every nest, printed on demand (printing costs
+    /// more than a copy, and compile time matters).
+    functions: Vec<cranelift_codegen::ir::Function>,
 }
 
 // SAFETY: after `finalize_definitions` the module's code and data are never
@@ -77,8 +79,12 @@ impl Compiled {
     }
 
     /// The Cranelift IR of every nest.
-    pub fn clif(&self) -> &str {
-        &self.clif
+    pub fn clif(&self) -> String {
+        self.functions
+            .iter()
+            .enumerate()
+            .map(|(n, f)| format!("; nest {}\n{}\n", n + 1, f.display()))
+            .collect()
     }
 }
 
@@ -130,7 +136,7 @@ pub fn compile(func: &Func) -> Result<Compiled> {
     let mut ctx = Context::new();
     let mut fctx = FunctionBuilderContext::new();
     let mut ids = Vec::new();
-    let mut clif = String::new();
+    let mut functions = Vec::new();
     let mut infos = Vec::new();
     for (n, nest) in func.body.iter().enumerate() {
         let parallel = parallel_range(nest);
@@ -145,7 +151,7 @@ pub fn compile(func: &Func) -> Result<Compiled> {
             &mut ctx.func,
             &mut fctx,
         )?;
-        clif.push_str(&format!("; nest {}\n{}\n", n + 1, ctx.func.display()));
+        functions.push(ctx.func.clone());
         let id = module
             .declare_function(&format!("nest{n}"), Linkage::Local, &sig)
             .map_err(|e| err(e.to_string()))?;
@@ -176,7 +182,7 @@ pub fn compile(func: &Func) -> Result<Compiled> {
     Ok(Compiled {
         module: Some(module),
         nests,
-        clif,
+        functions,
     })
 }
 

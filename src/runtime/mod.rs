@@ -140,7 +140,7 @@ impl Kernel {
 
     /// The Cranelift IR of the compiled nests.
     pub fn clif(&self) -> String {
-        self.compiled.clif().to_string()
+        self.compiled.clif()
     }
 
     /// Run on named inputs (any ndarray views: strided and transposed ones
