@@ -61,16 +61,38 @@ fn candidate(st: &Statement) -> Schedule {
     }
     let name = |v: usize| st.vars[v].name.clone();
     let reads = st.rhs.reads();
-    // Row dimension: an output variable of a read that does not use `v`.
+    // Row dimension: the output variable whose register tile needs the
+    // fewest loads per FMA — a read independent of it is loaded once for
+    // all rows (GEMM's B, a convolution's input across output channels, a
+    // depthwise kernel's weight across rows); none if no row saves a load.
+    let uses =
+        |a: &crate::check::Access, x: usize| a.index.iter().any(|e| e.coeff(Var(x as u32)) != 0);
+    let vectors = |a: &crate::check::Access| if uses(a, v) { NR / i64::from(LANES) } else { 1 };
+    let loads_per_fma = |u: Option<usize>| {
+        let rows = u.map_or(1, |u| extent(u).min(MR));
+        let loads: i64 = reads
+            .iter()
+            .map(|a| {
+                vectors(a)
+                    * if u.is_some_and(|u| uses(a, u)) {
+                        rows
+                    } else {
+                        1
+                    }
+            })
+            .sum();
+        (loads * 1000) / (rows * NR / i64::from(LANES))
+    };
     let u = (0..st.vars.len())
         .filter(|&u| u != v && !st.vars[u].reduced && extent(u) > 1)
-        .filter(|&u| {
-            reads.iter().any(|a| {
-                a.index.iter().all(|e| e.coeff(Var(v as u32)) == 0)
-                    && a.index.iter().any(|e| e.coeff(Var(u as u32)) != 0)
-            })
-        })
-        .max_by_key(|&u| (extent(u).min(MR), std::cmp::Reverse(u)));
+        .filter(|&u| loads_per_fma(Some(u)) < loads_per_fma(None))
+        .min_by_key(|&u| {
+            (
+                loads_per_fma(Some(u)),
+                std::cmp::Reverse(extent(u).min(MR)),
+                u,
+            )
+        });
 
     let mut d = Vec::new();
     let (vn, nr) = (
