@@ -60,6 +60,7 @@ pub fn emit_nest(
         regions: 0,
         pointers: Vec::new(),
         carried_vectors: 0,
+        broadcasts: Vec::new(),
     };
     // Base pointers of the buffers the nest touches, loaded once on entry.
     let mut used = vec![false; func.buffers.len()];
@@ -94,7 +95,14 @@ struct Emitter<'a, 'f> {
     pointers: Vec<Pointer>,
     /// Vector registers the innermost loop being emitted carries.
     carried_vectors: usize,
+    /// Broadcast loads in the body of the innermost loop being emitted, with
+    /// their number of uses.
+    broadcasts: Vec<(BufId, Vec<Affine>, usize)>,
 }
+
+/// Uses of one broadcast input element in a loop body up to which each use
+/// loads it again (measured in `../shared/CRANELIFT.md` for GEMM's two).
+const MAX_SPLIT_BROADCAST_USES: usize = 2;
 
 /// Vector registers a loop may carry for stride-2 loads to use shuffles
 /// (measured: max pooling's two accumulators gain 2x; a stride-2
@@ -299,6 +307,15 @@ impl Emitter<'_, '_> {
         carried_locals(&l.body, &mut Vec::new(), &mut carried);
         carried.sort();
         let outer_carried = self.carried_vectors;
+        let outer_broadcasts = std::mem::take(&mut self.broadcasts);
+        for_each_broadcast(&l.body, &mut |buf, index| match self
+            .broadcasts
+            .iter_mut()
+            .find(|(b, i, _)| *b == buf && i == index)
+        {
+            Some(entry) => entry.2 += 1,
+            None => self.broadcasts.push((buf, index.to_vec(), 1)),
+        });
         self.carried_vectors = carried
             .iter()
             .filter(|c| self.func.locals[c.index()].lanes > 1)
@@ -324,6 +341,7 @@ impl Emitter<'_, '_> {
         }
         self.pointers.truncate(outer_pointers);
         self.carried_vectors = outer_carried;
+        self.broadcasts = outer_broadcasts;
         for p in &pointers {
             let x = self.b.use_var(p.var);
             let next = self.b.ins().iadd_imm_s(x, p.offset.coeff(l.var));
@@ -431,6 +449,14 @@ impl Emitter<'_, '_> {
                 Pointer { buf, offset, var }
             })
             .collect()
+    }
+
+    /// Uses of the broadcast of `buf[index]` in the innermost loop's body.
+    fn broadcast_uses(&self, buf: BufId, index: &[Affine]) -> usize {
+        self.broadcasts
+            .iter()
+            .find(|(b, i, _)| *b == buf && i == index)
+            .map_or(1, |e| e.2)
     }
 
     /// Loads of inputs: nothing stores to them while a nest runs, so they
@@ -588,17 +614,21 @@ impl Emitter<'_, '_> {
                 acc
             }
             Expr::Broadcast(x) => {
-                // Each broadcast load of an input gets its own alias region,
+                // A broadcast load of an input used by few FMAs of the loop
+                // (GEMM's `A[i, k]`: two) gets its own alias region per use,
                 // so that GVN keeps the copies apart: each then folds into
-                // its own `vbroadcastss m32` at its use, instead of one shared
-                // vector held live across a row of the register tile.
+                // its own `vbroadcastss m32` at its use, instead of one
+                // vector held live across a row of the register tile. One
+                // used by many (a depthwise weight: twelve) stays shared.
                 let x = match &**x {
                     Expr::Load {
                         buf,
                         index,
                         lanes: 1,
                         ..
-                    } if self.func.buffers[buf.index()].kind == BufKind::Input => {
+                    } if self.func.buffers[buf.index()].kind == BufKind::Input
+                        && self.broadcast_uses(*buf, index) <= MAX_SPLIT_BROADCAST_USES =>
+                    {
                         let (ptr, off) = self.address(*buf, index);
                         let flags = self
                             .input_flags()
@@ -703,6 +733,30 @@ fn nested_vars(body: &[Stmt], out: &mut Vec<crate::affine::Var>) {
         if let Stmt::Loop(l) = s {
             out.push(l.var);
             nested_vars(&l.body, out);
+        }
+    }
+}
+
+/// Every broadcast of a scalar load in `body`: its buffer and index.
+fn for_each_broadcast(body: &[Stmt], f: &mut dyn FnMut(BufId, &[Affine])) {
+    fn expr(e: &Expr, f: &mut dyn FnMut(BufId, &[Affine])) {
+        match e {
+            Expr::Broadcast(x) => match &**x {
+                Expr::Load { buf, index, .. } => f(*buf, index),
+                x => expr(x, f),
+            },
+            Expr::Const(_) | Expr::Local(_) | Expr::Load { .. } => {}
+            Expr::Reduce(_, x) | Expr::Unary(_, x) => expr(x, f),
+            Expr::Binary(_, a, b) => {
+                expr(a, f);
+                expr(b, f);
+            }
+        }
+    }
+    for s in body {
+        match s {
+            Stmt::Loop(l) => for_each_broadcast(&l.body, f),
+            Stmt::Store { value, .. } | Stmt::Assign { value, .. } => expr(value, f),
         }
     }
 }
