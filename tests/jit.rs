@@ -243,3 +243,34 @@ fn pooling_skips_nan_inputs_like_f32_max() {
         assert_eq!(g, w, "{src}");
     }
 }
+
+/// One kernel run again and again on different inputs gives each run's own
+/// result: intermediates' storage is reused between runs, and the nests
+/// that only fill a private temporary with constants (a padded copy's zero
+/// border) run on its first use only.
+#[test]
+fn repeated_runs_of_one_kernel_on_new_inputs() {
+    let mut run_once = 0;
+    for (_, src, shapes) in operations(7) {
+        let formula = Formula::new(&src).unwrap();
+        let dims: Vec<(&str, &[usize])> = shapes.iter().map(|(n, s)| (*n, s.as_slice())).collect();
+        let kernel = formula.kernel(&dims).unwrap();
+        run_once += kernel.memory().once.iter().filter(|&&o| o).count();
+        for run in 0..3u64 {
+            let list: Vec<(&str, ArrayD<f32>)> = shapes
+                .iter()
+                .enumerate()
+                .map(|(k, (name, s))| (*name, rand(s, 100 * run + k as u64)))
+                .collect();
+            let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
+                list.iter().map(|(name, a)| (*name, a.view())).collect();
+            let got = kernel.run(&views).unwrap_or_else(|e| panic!("{src}: {e}"));
+            let want = reference(&src, &inputs(&list));
+            for (name, w) in &want {
+                assert_close(&got[name], w, 1e-4);
+            }
+        }
+    }
+    // The padded convolutions' zero borders are filled once.
+    assert!(run_once >= 5, "{run_once} nests run once");
+}

@@ -26,9 +26,16 @@ unsafe impl Send for Pointers {}
 // SAFETY: as above.
 unsafe impl Sync for Pointers {}
 
-/// Run every nest of `compiled` over `buffers` with up to `threads` threads;
-/// buffer `b` lives in the storage of `buffers[owner[b]]`.
-pub fn run(compiled: &Compiled, buffers: &mut [Bound<'_>], owner: &[usize], threads: usize) {
+/// Run every nest of `compiled` over `buffers` with up to `threads` threads,
+/// except the nests `skip` marks; buffer `b` lives in the storage of
+/// `buffers[owner[b]]`.
+pub fn run(
+    compiled: &Compiled,
+    buffers: &mut [Bound<'_>],
+    owner: &[usize],
+    threads: usize,
+    skip: &[bool],
+) {
     // Inputs are read-only to the generated code; the `*mut` is the ABI's.
     let own: Vec<*mut f32> = buffers
         .iter_mut()
@@ -39,7 +46,10 @@ pub fn run(compiled: &Compiled, buffers: &mut [Bound<'_>], owner: &[usize], thre
         .collect();
     let ptrs: Vec<*mut f32> = owner.iter().map(|&o| own[o]).collect();
     let p = Pointers(ptrs.as_ptr());
-    for (f, info) in compiled.nests() {
+    for (n, (f, info)) in compiled.nests().iter().enumerate() {
+        if skip.get(n) == Some(&true) {
+            continue;
+        }
         match info.parallel {
             Some((lo, hi)) if threads > 1 && hi - lo > 1 && info.work >= PARALLEL_MIN_WORK => {
                 let n = threads.min((hi - lo) as usize) as i64;

@@ -3,7 +3,8 @@
 //! temporary created later (the largest size wins). Inputs and outputs
 //! keep their own storage.
 
-use crate::ir::{BufKind, Func};
+use crate::check::Combine;
+use crate::ir::{BufId, BufKind, Expr, Func, Stmt};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemoryPlan {
@@ -12,6 +13,10 @@ pub struct MemoryPlan {
     /// Per buffer: elements to allocate (0 for the caller's inputs and for
     /// buffers using another's storage).
     pub len: Vec<usize>,
+    /// Per nest: it only stores constants into a temporary whose values
+    /// persist from one run to the next (see [`runs_once`]), so a run on
+    /// reused storage skips it (the zero border of a padded copy).
+    pub once: Vec<bool>,
 }
 
 impl MemoryPlan {
@@ -74,7 +79,10 @@ impl MemoryPlan {
                 None => slots.push((b, last[b])),
             }
         }
-        MemoryPlan { owner, len }
+        let once = (0..func.body.len())
+            .map(|k| runs_once(func, &owner, k))
+            .collect();
+        MemoryPlan { owner, len, once }
     }
 
     /// Dump lines: which temporary uses whose storage.
@@ -88,5 +96,72 @@ impl MemoryPlan {
                 )
             })
             .collect()
+    }
+}
+
+/// Whether nest `k` need run only on fresh storage: it stores only
+/// constants (plain stores) into one temporary `b` that has its storage to
+/// itself, and every other nest that writes `b` only overwrites elements
+/// (plain stores, no reads of `b`). The elements those nests write are the
+/// same in every run (bounds depend on shapes only), so the others keep the
+/// constants from the first run.
+fn runs_once(func: &Func, owner: &[usize], k: usize) -> bool {
+    let mut target = None;
+    let mut constant_fill = true;
+    visit_stores(&func.body[k], &mut |buf, value, combine| {
+        let constant = match value {
+            Expr::Const(_) => true,
+            Expr::Broadcast(x) => matches!(**x, Expr::Const(_)),
+            _ => false,
+        };
+        constant_fill &= constant && combine.is_none() && target.is_none_or(|t| t == buf);
+        target = Some(buf);
+    });
+    let Some(b) = target.filter(|_| constant_fill) else {
+        return false;
+    };
+    let private = func.buffers[b.index()].kind == BufKind::Temp
+        && owner
+            .iter()
+            .enumerate()
+            .all(|(x, &o)| (o == b.index()) == (x == b.index()));
+    let overwritten_only = func.body.iter().enumerate().all(|(m, nest)| {
+        if m == k {
+            return true;
+        }
+        let mut writes = false;
+        let mut plain = true;
+        visit_stores(nest, &mut |buf, _, combine| {
+            if buf == b {
+                writes = true;
+                plain &= combine.is_none();
+            }
+        });
+        let mut loads = vec![false; func.buffers.len()];
+        mark_loads(nest, &mut loads);
+        !writes || (plain && !loads[b.index()])
+    });
+    private && overwritten_only
+}
+
+/// Each store in `s`: its buffer, value and combining operator.
+fn visit_stores(s: &Stmt, f: &mut dyn FnMut(BufId, &Expr, Option<Combine>)) {
+    match s {
+        Stmt::Loop(l) => l.body.iter().for_each(|s| visit_stores(s, f)),
+        Stmt::Store {
+            buf,
+            value,
+            combine,
+            ..
+        } => f(*buf, value, *combine),
+        Stmt::Assign { .. } => {}
+    }
+}
+
+/// Mark the buffers `s` loads from.
+fn mark_loads(s: &Stmt, used: &mut [bool]) {
+    match s {
+        Stmt::Loop(l) => l.body.iter().for_each(|s| mark_loads(s, used)),
+        Stmt::Store { value, .. } | Stmt::Assign { value, .. } => value.mark_loads(used),
     }
 }

@@ -34,8 +34,9 @@ pub struct Kernel {
     compiled: codegen::Compiled,
     memory: MemoryPlan,
     /// Storage of intermediates kept between runs (refaulting fresh pages
-    /// on every call costs more than small kernels' compute).
-    scratch: Mutex<Vec<Vec<f32>>>,
+    /// on every call costs more than small kernels' compute): one set per
+    /// run in flight, each buffer's storage by buffer index.
+    scratch: Mutex<Vec<Vec<Vec<f32>>>>,
     threads: usize,
 }
 
@@ -146,12 +147,15 @@ impl Kernel {
     /// Run on named inputs (any ndarray views: strided and transposed ones
     /// are copied once into row-major order) and return the outputs by name.
     pub fn run(&self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs> {
-        let mut buffers = self.bind(inputs)?;
+        let (mut buffers, reused) = self.bind(inputs)?;
+        // A reused scratch set still holds what the nests run once wrote.
+        let skip = if reused { &self.memory.once[..] } else { &[] };
         exec::run(
             &self.compiled,
             &mut buffers,
             &self.memory.owner,
             self.threads,
+            skip,
         );
         let outputs = self
             .program
@@ -165,14 +169,17 @@ impl Kernel {
                 (tensor.name.clone(), array)
             })
             .collect();
-        let mut scratch = self.scratch.lock().expect("scratch lock");
-        for (b, bound) in self.scheduled.buffers.iter().zip(buffers) {
-            if let (BufKind::Temp, Cow::Owned(v)) = (b.kind, bound.data) {
-                if !v.is_empty() {
-                    scratch.push(v);
-                }
-            }
-        }
+        let set: Vec<Vec<f32>> = self
+            .scheduled
+            .buffers
+            .iter()
+            .zip(buffers)
+            .map(|(b, bound)| match (b.kind, bound.data) {
+                (BufKind::Temp, Cow::Owned(v)) => v,
+                _ => Vec::new(),
+            })
+            .collect();
+        self.scratch.lock().expect("scratch lock").push(set);
         Ok(outputs)
     }
 
@@ -214,19 +221,22 @@ impl Kernel {
 
     /// Storage for every buffer: inputs borrowed when row-major contiguous
     /// (copied otherwise), the rest zeroed (intermediates as the memory plan
-    /// says); shapes checked.
-    fn bind<'a>(&self, inputs: &'a [(&str, ArrayViewD<'_, f32>)]) -> Result<Vec<exec::Bound<'a>>> {
+    /// says, from a scratch set of an earlier run if one is free: then also
+    /// `true`); shapes checked.
+    fn bind<'a>(
+        &self,
+        inputs: &'a [(&str, ArrayViewD<'_, f32>)],
+    ) -> Result<(Vec<exec::Bound<'a>>, bool)> {
         let mut out = Vec::with_capacity(self.scheduled.buffers.len());
+        let reused = self.scratch.lock().expect("scratch lock").pop();
+        let is_reused = reused.is_some();
+        let mut set = reused.unwrap_or_else(|| vec![Vec::new(); self.scheduled.buffers.len()]);
         for (i, b) in self.scheduled.buffers.iter().enumerate() {
             if b.kind == BufKind::Temp && self.memory.len[i] > 0 {
-                // Contents need no clearing: every intermediate is filled
-                // by its initialisation nest before anything reads it.
-                let mut v = self
-                    .scratch
-                    .lock()
-                    .expect("scratch lock")
-                    .pop()
-                    .unwrap_or_default();
+                // Contents need no clearing: every intermediate is written
+                // by its initialisation before anything reads it (in this
+                // run, or for the nests run once, in the set's first run).
+                let mut v = std::mem::take(&mut set[i]);
                 v.resize(self.memory.len[i], 0.0);
                 out.push(exec::Bound {
                     data: Cow::Owned(v),
@@ -253,7 +263,7 @@ impl Kernel {
             };
             out.push(exec::Bound { data });
         }
-        Ok(out)
+        Ok((out, is_reused))
     }
 }
 
