@@ -114,7 +114,7 @@ fn fusable(
     let name = &program.tensor(t).name;
     if cons.vars.iter().any(|v| v.reduced) {
         return Err(format!(
-            "it reduces over `{name}` (producer-consumer fusion of reductions is not done: `{name}` is kept in memory)"
+            "it reduces over `{name}`, so it is no elementwise epilogue (`{name}` is stored; see `fused at tile granularity` for whether the two nests run as one)"
         ));
     }
     if cons.op != AssignOp::Assign || cons.init != Init::Identity {

@@ -283,3 +283,78 @@ fn strided_scatters_run_as_one_gather_per_output_phase() {
         assert!(dump.contains("# phases:"), "{dump}");
     }
 }
+
+#[test]
+fn depthwise_then_pointwise_fuse_at_tile_granularity() {
+    // Each row `i` of every channel of `T` is computed and then consumed by
+    // the pointwise convolution while it is in cache; results as unfused.
+    let src = "T[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * D[c,0,rx,ry] where i in 0..H, j in 0..W\nO[b,k,i,j] = T[b,c,i,j] * P[k,c,0,0]";
+    for (c, k, h, w) in [(5, 7, 6, 11), (8, 16, 9, 20), (1, 3, 1, 4)] {
+        let src = sized(src, h, w);
+        let inp = inputs(&[
+            ("I", rand(&[2, c, h, w], 1)),
+            ("D", rand(&[c, 1, 3, 3], 2)),
+            ("P", rand(&[k, c, 1, 1], 3)),
+        ]);
+        let dump = check_pipeline(&src, &inp);
+        if h > 1 {
+            assert!(
+                dump.contains("# fused at tile granularity: each iteration of `b, i` computes its slice of `T` and consumes it at once"),
+                "{dump}"
+            );
+        }
+        // Two threads split the fused loop's rows.
+        let views: Vec<(&str, ndarray::ArrayViewD<'_, f32>)> =
+            inp.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+        let shapes: Vec<(&str, &[usize])> = views.iter().map(|(n, a)| (*n, a.shape())).collect();
+        let kernel = Formula::new(&src)
+            .unwrap()
+            .compile(&shapes)
+            .unwrap()
+            .with_threads(2);
+        let want = reference(&src, &inp);
+        assert_close(&kernel.run(&views).unwrap()["O"], &want["O"], 1e-4);
+    }
+}
+
+#[test]
+fn chains_fuse_by_the_slices_they_share_and_others_say_why() {
+    // Two depthwise convolutions in a row: channel `c` of the second reads
+    // only channel `c` of `T` (through its padded copy), so all three nests
+    // run channel by channel.
+    let dw2 = sized(
+        "T[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * D[c,0,rx,ry] where i in 0..H, j in 0..W\nO[b,c,i,j] = T[b,c,i+rx-1,j+ry-1] * E[c,0,rx,ry] where i in 0..H, j in 0..W",
+        8,
+        9,
+    );
+    let inp = inputs(&[
+        ("I", rand(&[1, 3, 8, 9], 1)),
+        ("D", rand(&[3, 1, 3, 3], 2)),
+        ("E", rand(&[3, 1, 3, 3], 3)),
+    ]);
+    let dump = check_pipeline(&dw2, &inp);
+    assert!(
+        dump.contains("# fused at tile granularity: each iteration of `b, c` computes its slice of `T` and consumes it at once"),
+        "{dump}"
+    );
+    // A full convolution reads every channel and rows i-1..i+1 of `T`: no
+    // outer loop of it reads one slice that one iteration of the producer
+    // writes.
+    let conv2 = sized(
+        "T[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * D[c,0,rx,ry] where i in 0..H, j in 0..W\nO[b,k,i,j] = T[b,c,i+rx-1,j+ry-1] * E[k,c,rx,ry] where i in 0..H, j in 0..W",
+        8,
+        9,
+    );
+    let inp = inputs(&[
+        ("I", rand(&[1, 3, 8, 9], 1)),
+        ("D", rand(&[3, 1, 3, 3], 2)),
+        ("E", rand(&[4, 3, 3, 3], 3)),
+    ]);
+    let dump = check_pipeline(&conv2, &inp);
+    assert!(
+        dump.contains(
+            "# not fused at tile granularity: `T+pad`'s producer and consumer share no outer loop"
+        ),
+        "{dump}"
+    );
+}

@@ -419,7 +419,7 @@ impl Emitter<'_, '_> {
         let mut inner = Vec::new();
         nested_vars(&l.body, &mut inner);
         let mut found: Vec<(BufId, Affine, usize)> = Vec::new();
-        for_each_access(&l.body, &mut |buf, index| {
+        let mut visit = |buf: BufId, index: &[Affine], _store: bool| {
             let offset = self.byte_offset(buf, index);
             if offset.coeff(l.var) == 0 {
                 return;
@@ -437,7 +437,8 @@ impl Emitter<'_, '_> {
                 Some(f) => f.2 += 1,
                 None => found.push((buf, outer, 1)),
             }
-        });
+        };
+        l.body.iter().for_each(|s| s.for_each_access(&mut visit));
         found.sort_by_key(|f| std::cmp::Reverse(f.2));
         found.truncate(MAX_POINTERS);
         found
@@ -757,33 +758,6 @@ fn for_each_broadcast(body: &[Stmt], f: &mut dyn FnMut(BufId, &[Affine])) {
         match s {
             Stmt::Loop(l) => for_each_broadcast(&l.body, f),
             Stmt::Store { value, .. } | Stmt::Assign { value, .. } => expr(value, f),
-        }
-    }
-}
-
-/// Every load and store in `body`: its buffer and index.
-fn for_each_access(body: &[Stmt], f: &mut dyn FnMut(BufId, &[Affine])) {
-    fn expr(e: &Expr, f: &mut dyn FnMut(BufId, &[Affine])) {
-        match e {
-            Expr::Load { buf, index, .. } => f(*buf, index),
-            Expr::Const(_) | Expr::Local(_) => {}
-            Expr::Broadcast(x) | Expr::Reduce(_, x) | Expr::Unary(_, x) => expr(x, f),
-            Expr::Binary(_, a, b) => {
-                expr(a, f);
-                expr(b, f);
-            }
-        }
-    }
-    for s in body {
-        match s {
-            Stmt::Loop(l) => for_each_access(&l.body, f),
-            Stmt::Store {
-                buf, index, value, ..
-            } => {
-                f(*buf, index);
-                expr(value, f);
-            }
-            Stmt::Assign { value, .. } => expr(value, f),
         }
     }
 }

@@ -157,3 +157,34 @@ impl Stmt {
         }
     }
 }
+
+impl Stmt {
+    /// Every load and store in the statement: buffer, index, and whether it
+    /// is a store.
+    pub fn for_each_access(&self, f: &mut dyn FnMut(BufId, &[Affine], bool)) {
+        match self {
+            Stmt::Loop(l) => l.body.iter().for_each(|s| s.for_each_access(f)),
+            Stmt::Store {
+                buf, index, value, ..
+            } => {
+                f(*buf, index, true);
+                value.for_each_load(f);
+            }
+            Stmt::Assign { value, .. } => value.for_each_load(f),
+        }
+    }
+}
+
+impl Expr {
+    fn for_each_load(&self, f: &mut dyn FnMut(BufId, &[Affine], bool)) {
+        match self {
+            Expr::Load { buf, index, .. } => f(*buf, index, false),
+            Expr::Const(_) | Expr::Local(_) => {}
+            Expr::Broadcast(x) | Expr::Reduce(_, x) | Expr::Unary(_, x) => x.for_each_load(f),
+            Expr::Binary(_, a, b) => {
+                a.for_each_load(f);
+                b.for_each_load(f);
+            }
+        }
+    }
+}

@@ -20,7 +20,9 @@ pub struct MemoryPlan {
 }
 
 impl MemoryPlan {
-    pub fn new(func: &Func) -> MemoryPlan {
+    /// The plan for `func`; `passed[k]`: the temporaries nest `k` writes
+    /// and reads back slice by slice (a fused producer → consumer nest).
+    pub fn new(func: &Func, passed: &[Vec<BufId>]) -> MemoryPlan {
         let n = func.buffers.len();
         let mut first = vec![usize::MAX; n];
         let mut last = vec![0; n];
@@ -80,7 +82,7 @@ impl MemoryPlan {
             }
         }
         let once = (0..func.body.len())
-            .map(|k| runs_once(func, &owner, k))
+            .map(|k| runs_once(func, &owner, passed, k))
             .collect();
         MemoryPlan { owner, len, once }
     }
@@ -102,10 +104,11 @@ impl MemoryPlan {
 /// Whether nest `k` need run only on fresh storage: it stores only
 /// constants (plain stores) into one temporary `b` that has its storage to
 /// itself, and every other nest that writes `b` only overwrites elements
-/// (plain stores, no reads of `b`). The elements those nests write are the
-/// same in every run (bounds depend on shapes only), so the others keep the
-/// constants from the first run.
-fn runs_once(func: &Func, owner: &[usize], k: usize) -> bool {
+/// (plain stores) and reads none before writing it (no reads of `b`, or,
+/// in a fused nest passing `b`, reads of the slice just written). The
+/// elements those nests write are the same in every run (bounds depend on
+/// shapes only), so the others keep the constants from the first run.
+fn runs_once(func: &Func, owner: &[usize], passed: &[Vec<BufId>], k: usize) -> bool {
     let mut target = None;
     let mut constant_fill = true;
     visit_stores(&func.body[k], &mut |buf, value, combine| {
@@ -139,7 +142,7 @@ fn runs_once(func: &Func, owner: &[usize], k: usize) -> bool {
         });
         let mut loads = vec![false; func.buffers.len()];
         mark_loads(nest, &mut loads);
-        !writes || (plain && !loads[b.index()])
+        !writes || (plain && (!loads[b.index()] || passed[m].contains(&b)))
     });
     private && overwritten_only
 }

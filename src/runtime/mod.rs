@@ -38,6 +38,8 @@ pub struct Kernel {
     /// run in flight, each buffer's storage by buffer index.
     scratch: Mutex<Vec<Vec<Vec<f32>>>>,
     threads: usize,
+    /// What the nest fusion did, for the dump.
+    fused: Vec<String>,
 }
 
 impl Kernel {
@@ -49,7 +51,12 @@ impl Kernel {
 
     /// Lower, schedule (each statement's schedule, or the automatic one)
     /// and compile a checked program.
-    fn from_checked(program: check::Program, schedules: Vec<Schedule>) -> Result<Kernel> {
+    /// `fuse`: run producer → consumer nests as one where legal.
+    fn from_checked(
+        program: check::Program,
+        schedules: Vec<Schedule>,
+        fuse: bool,
+    ) -> Result<Kernel> {
         let lowered = lower::lower(&program);
         let specs = program
             .statements
@@ -57,9 +64,15 @@ impl Kernel {
             .zip(&schedules)
             .map(|(st, s)| schedule::plan(&program, st, s))
             .collect::<Result<Vec<_>>>()?;
-        let scheduled = schedule::realise(&lower::lower_with(&program, &specs))?;
+        let realised = schedule::realise(&lower::lower_with(&program, &specs))?;
+        let (scheduled, passed, fused) = if fuse {
+            schedule::fuse_nests(&realised)
+        } else {
+            let nests = realised.body.len();
+            (realised, vec![Vec::new(); nests], Vec::new())
+        };
         let compiled = codegen::compile(&scheduled)?;
-        let memory = MemoryPlan::new(&scheduled);
+        let memory = MemoryPlan::new(&scheduled, &passed);
         Ok(Kernel {
             program,
             lowered,
@@ -69,6 +82,7 @@ impl Kernel {
             memory,
             scratch: Mutex::new(Vec::new()),
             threads: default_threads(),
+            fused,
         })
     }
 
@@ -127,7 +141,11 @@ impl Kernel {
             };
             out.push_str(&format!("# schedule {}: {text}\n", n + 1));
         }
-        for line in self.memory.describe(&self.scheduled) {
+        for line in self
+            .fused
+            .iter()
+            .chain(&self.memory.describe(&self.scheduled))
+        {
             out.push_str(&format!("# {line}\n"));
         }
         out + &crate::dump(&self.program, &self.scheduled)
@@ -316,8 +334,9 @@ impl Formula {
         self
     }
 
-    /// Whether elementwise statements are fused into the statement that
-    /// produces their operand (default), or run as separate loop nests.
+    /// Whether statements are fused (default) — elementwise ones into the
+    /// statement that produces their operand, a consumer's nest with its
+    /// producer's at tile granularity — or each runs as its own loop nest.
     pub fn with_fusion(mut self, fuse: bool) -> Formula {
         self.fuse = fuse;
         self.cache.get_mut().expect("cache lock").clear();
@@ -387,13 +406,17 @@ impl Formula {
         if self.fuse {
             program = fuse::fuse_elementwise(&program);
         }
-        let schedules = program
+        let given: Vec<Option<Schedule>> = program
             .statements
             .iter()
             .enumerate()
             .map(|(n, st)| self.schedule_for(&program, n, st))
             .collect();
-        Kernel::from_checked(program, schedules)
+        let schedules = match self.fuse {
+            true => schedule::auto_schedules(&program, &given),
+            false => schedule::auto_schedules_apart(&program, &given),
+        };
+        Kernel::from_checked(program, schedules, self.fuse)
     }
 
     /// Schedule the source statements (in order; missing or `None` ones get
@@ -406,15 +429,20 @@ impl Formula {
     }
 
     /// The schedule of checked statement `n`: the user's for the source
-    /// statement it finishes, else the automatic one.
-    fn schedule_for(&self, program: &check::Program, n: usize, st: &check::Statement) -> Schedule {
+    /// statement it finishes, if there is one.
+    fn schedule_for(
+        &self,
+        program: &check::Program,
+        n: usize,
+        st: &check::Statement,
+    ) -> Option<Schedule> {
         let last_with_span = program.statements[n + 1..]
             .iter()
             .all(|s| s.span != st.span);
         let source = self.ast.statements.iter().position(|s| s.span == st.span);
         match (last_with_span, source.and_then(|i| self.schedules.get(i))) {
-            (true, Some(Some(s))) => s.clone(),
-            _ => schedule::auto_schedule(program, st),
+            (true, Some(Some(s))) => Some(s.clone()),
+            _ => None,
         }
     }
 

@@ -33,7 +33,13 @@ const MAX_UNROLLED_REDUCTION: i64 = 4;
 /// Never an illegal schedule: a candidate the checks refuse loses its
 /// `parallel`, then falls back to the naive nest.
 pub fn auto_schedule(program: &Program, st: &Statement) -> Schedule {
-    let mut candidate = candidate(st);
+    auto_schedule_keeping(program, st, &[])
+}
+
+/// The automatic schedule with the variables `keep` left whole (no register
+/// tile rows over them), so they stay outer loops of their own.
+fn auto_schedule_keeping(program: &Program, st: &Statement, keep: &[usize]) -> Schedule {
+    let mut candidate = candidate(st, keep);
     if let Ok(spec) = super::plan(program, st, &candidate) {
         candidate.0.extend(packs(program, st, &spec));
     }
@@ -51,7 +57,7 @@ pub fn auto_schedule(program: &Program, st: &Statement) -> Schedule {
         .unwrap_or_default()
 }
 
-fn candidate(st: &Statement) -> Schedule {
+fn candidate(st: &Statement, keep: &[usize]) -> Schedule {
     let extent = |v: usize| st.vars[v].hi - st.vars[v].lo;
     let Some(v) = vector_dim(st) else {
         return reduction_candidate(st).unwrap_or_default();
@@ -84,7 +90,7 @@ fn candidate(st: &Statement) -> Schedule {
         (loads * 1000) / (rows * NR / i64::from(LANES))
     };
     let u = (0..st.vars.len())
-        .filter(|&u| u != v && !st.vars[u].reduced && extent(u) > 1)
+        .filter(|&u| u != v && !st.vars[u].reduced && extent(u) > 1 && !keep.contains(&u))
         .filter(|&u| loads_per_fma(Some(u)) < loads_per_fma(None))
         .min_by_key(|&u| {
             (
@@ -135,8 +141,11 @@ fn candidate(st: &Statement) -> Schedule {
             inner.insert(0, un);
         }
     }
-    for (k, var) in st.vars.iter().enumerate() {
-        if !var.reduced && k != v && Some(k) != u {
+    // The other output loops, those to keep whole first (in their order).
+    let others = keep.iter().copied().chain(0..st.vars.len());
+    for k in others {
+        let var = &st.vars[k];
+        if !var.reduced && k != v && Some(k) != u && !outer.contains(&var.name) {
             outer.push(var.name.clone());
         }
     }
@@ -190,6 +199,104 @@ fn candidate(st: &Statement) -> Schedule {
         d.push(Directive::Parallel(p.clone()));
     }
     Schedule(d)
+}
+
+/// Schedules for every statement: `given` ones as they are, the automatic
+/// one for the rest, except that a producer → consumer pair which can run
+/// as one nest (see [`super::fuse_nests`]: the consumer's outer loops each
+/// read one slice of the producer's temporary) is scheduled so that both
+/// nests start with those loops: the producer keeps them whole, the
+/// consumer does not pack the temporary.
+pub fn auto_schedules(program: &Program, given: &[Option<Schedule>]) -> Vec<Schedule> {
+    let mut out = auto_schedules_apart(program, given);
+    for c in 1..program.statements.len() {
+        let p = c - 1;
+        if given[p].is_some() || given[c].is_some() {
+            continue;
+        }
+        if let Some((producer, consumer)) = aligned_pair(program, p, c, &out[c]) {
+            out[p] = producer;
+            out[c] = consumer;
+        }
+    }
+    out
+}
+
+/// Schedules for every statement: `given` ones as they are, the automatic
+/// one for the rest, each on its own.
+pub fn auto_schedules_apart(program: &Program, given: &[Option<Schedule>]) -> Vec<Schedule> {
+    program
+        .statements
+        .iter()
+        .zip(given)
+        .map(|(st, g)| g.clone().unwrap_or_else(|| auto_schedule(program, st)))
+        .collect()
+}
+
+/// Schedules for statements `p` (producing a temporary `T`) and `c` (its
+/// one reader) whose outer loops match, if the consumer's schedule starts
+/// with whole loops over variables that index `T` the way the producer's
+/// left-hand side does.
+fn aligned_pair(
+    program: &Program,
+    p: usize,
+    c: usize,
+    consumer: &Schedule,
+) -> Option<(Schedule, Schedule)> {
+    let (prod, cons) = (&program.statements[p], &program.statements[c]);
+    let t = prod.lhs.tensor;
+    let readers = program
+        .statements
+        .iter()
+        .filter(|s| s.rhs.reads().iter().any(|a| a.tensor == t))
+        .count();
+    let reads: Vec<_> = cons
+        .rhs
+        .reads()
+        .into_iter()
+        .filter(|a| a.tensor == t)
+        .collect();
+    if program.outputs().contains(&t) || readers != 1 || reads.len() != 1 {
+        return None;
+    }
+    let order = consumer.0.iter().find_map(|d| match d {
+        Directive::Reorder(names) => Some(names.clone()),
+        _ => None,
+    })?;
+    // The consumer's leading whole output loops, as producer variables.
+    let mut keep = Vec::new();
+    for name in &order {
+        let Some(x) = cons.vars.iter().position(|v| &v.name == name && !v.reduced) else {
+            break;
+        };
+        let dim = reads[0]
+            .index
+            .iter()
+            .position(|e| e.as_var() == Some(Var(x as u32)));
+        match dim.and_then(|d| prod.lhs.index.get(d)?.as_var()) {
+            Some(v) => keep.push(v.index()),
+            None => break,
+        }
+    }
+    if !keep.iter().any(|&v| prod.vars[v].hi - prod.vars[v].lo > 1) {
+        return None;
+    }
+    let producer = auto_schedule_keeping(program, prod, &keep);
+    let starts: Vec<String> = keep.iter().map(|&v| prod.vars[v].name.clone()).collect();
+    let aligned = producer
+        .0
+        .iter()
+        .any(|d| matches!(d, Directive::Reorder(names) if names.starts_with(&starts)));
+    let t_name = &program.tensor(t).name;
+    let consumer = Schedule(
+        consumer
+            .0
+            .iter()
+            .filter(|d| !matches!(d, Directive::Pack(x) if x == t_name))
+            .cloned()
+            .collect(),
+    );
+    aligned.then_some((producer, consumer))
 }
 
 /// Reads worth packing (`pack B`): read with vectors, stepping across

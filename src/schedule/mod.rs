@@ -12,12 +12,14 @@
 
 mod accumulate;
 mod auto;
+mod fuse_nests;
 mod spec;
 mod unroll;
 pub(crate) mod vectorize;
 
 pub use accumulate::accumulate;
-pub use auto::auto_schedule;
+pub use auto::{auto_schedule, auto_schedules, auto_schedules_apart};
+pub use fuse_nests::fuse_nests;
 pub use spec::{is_trivial, Constraint, Dim, Spec};
 pub use unroll::unroll;
 pub use vectorize::vectorize;

@@ -1,0 +1,207 @@
+//! Producer → consumer fusion at tile granularity: two consecutive nests,
+//! the first writing only a temporary `T` and the second reading it, whose
+//! outer loops run the same iterations, and in which iteration `x` of the
+//! consumer reads only the slice of `T` that iteration `x` of the producer
+//! writes (`T[.., x, ..]` on both sides), become one nest: each iteration
+//! computes its slice of `T` and consumes it while it is still in cache
+//! (depthwise → pointwise: one row of every channel, a few kilobytes,
+//! instead of the whole intermediate through L2 or memory).
+//!
+//! The fused loops keep their marks: a parallel loop stays parallel, since
+//! its iterations touch disjoint slices of `T` and of the consumer's output.
+//! `T` keeps its full size (each slice is written once and read in place).
+
+use crate::affine::{Affine, Var};
+use crate::ir::{BufId, BufKind, Expr, Func, Loop, Stmt};
+
+/// The function with consecutive producer → consumer nests fused where it
+/// is legal; per nest, the temporaries it passes from producer to consumer
+/// inside each iteration; and a dump line per producer → consumer pair:
+/// fused, or why not. Pairs are taken from the last nest back, so that a
+/// consumer joins its own producer first (a pointwise convolution its
+/// depthwise one, rather than the depthwise one its padded input).
+pub fn fuse_nests(func: &Func) -> (Func, Vec<Vec<BufId>>, Vec<String>) {
+    // Built back to front.
+    let mut body: Vec<Stmt> = Vec::new();
+    let mut passed: Vec<Vec<BufId>> = Vec::new();
+    let mut notes = Vec::new();
+    for nest in hoist_fills(func).iter().rev() {
+        let fused = match body.last() {
+            Some(consumer) => fuse_pair(func, nest, consumer),
+            None => Err(None),
+        };
+        match fused {
+            Ok((stmt, t, loops)) => {
+                let names: Vec<&str> = loops.iter().map(|&v| func.var_name(v)).collect();
+                notes.push(format!(
+                    "fused at tile granularity: each iteration of `{}` computes its slice of `{}` and consumes it at once",
+                    names.join(", "),
+                    func.buffers[t.index()].name
+                ));
+                body.pop();
+                let mut inside = passed.pop().unwrap_or_default();
+                inside.push(t);
+                body.push(stmt);
+                passed.push(inside);
+            }
+            Err(why) => {
+                notes.extend(why);
+                body.push(nest.clone());
+                passed.push(Vec::new());
+            }
+        }
+    }
+    body.reverse();
+    passed.reverse();
+    notes.reverse();
+    let func = Func {
+        body,
+        ..func.clone()
+    };
+    (func, passed, notes)
+}
+
+/// The nests with each fill (a nest storing only constants, into a buffer
+/// no earlier nest touches) moved to the front, so that it does not stand
+/// between a producer and its consumer (a padded copy's zero border).
+fn hoist_fills(func: &Func) -> Vec<Stmt> {
+    let n = func.buffers.len();
+    let (mut fills, mut rest): (Vec<Stmt>, Vec<Stmt>) = (Vec::new(), Vec::new());
+    let mut touched = vec![false; n];
+    for nest in &func.body {
+        let mut constant = true;
+        let mut target = None;
+        nest.for_each_access(&mut |buf, _, store| {
+            constant &= store && target.is_none_or(|t| t == buf);
+            target = Some(buf);
+        });
+        let mut values_constant = true;
+        visit_values(nest, &mut |e| {
+            values_constant &= matches!(e, Expr::Const(_))
+                || matches!(e, Expr::Broadcast(x) if matches!(**x, Expr::Const(_)));
+        });
+        match target {
+            Some(t) if constant && values_constant && !touched[t.index()] => {
+                fills.push(nest.clone())
+            }
+            _ => rest.push(nest.clone()),
+        }
+        nest.mark_buffers(&mut touched);
+    }
+    fills.extend(rest);
+    fills
+}
+
+/// The value of every store and register assignment in `s`.
+fn visit_values(s: &Stmt, f: &mut dyn FnMut(&Expr)) {
+    match s {
+        Stmt::Loop(l) => l.body.iter().for_each(|s| visit_values(s, f)),
+        Stmt::Store { value, .. } | Stmt::Assign { value, .. } => f(value),
+    }
+}
+
+/// Buffers a nest stores to and loads from.
+fn accesses(s: &Stmt, n: usize) -> (Vec<bool>, Vec<bool>) {
+    let (mut stores, mut loads) = (vec![false; n], vec![false; n]);
+    s.for_each_access(&mut |buf, _, store| {
+        if store {
+            stores[buf.index()] = true;
+        } else {
+            loads[buf.index()] = true;
+        }
+    });
+    (stores, loads)
+}
+
+/// The fused nest, the temporary it passes, and the producer's loop
+/// variables fused, if `consumer` can run inside `producer`'s outer loops;
+/// else why not (nothing if the nests are no producer → consumer pair).
+fn fuse_pair(
+    func: &Func,
+    producer: &Stmt,
+    consumer: &Stmt,
+) -> Result<(Stmt, BufId, Vec<Var>), Option<String>> {
+    let n = func.buffers.len();
+    let (p_stores, p_loads) = accesses(producer, n);
+    let (c_stores, c_loads) = accesses(consumer, n);
+    // The producer writes one temporary and nothing else; the consumer
+    // reads it and writes nothing the producer touches.
+    let mut written = (0..n).filter(|&b| p_stores[b]);
+    let t = written.next().ok_or(None)?;
+    if written.next().is_some()
+        || func.buffers[t].kind != BufKind::Temp
+        || !c_loads[t]
+        || p_loads[t]
+        || (0..n).any(|b| c_stores[b] && (p_stores[b] || p_loads[b]))
+    {
+        return Err(None);
+    }
+    let name = &func.buffers[t].name;
+    let t = BufId(t as u32);
+    // Descend both nests while their loops match and slice `T` alike.
+    let (mut p, mut c) = (producer, consumer);
+    let mut pairs: Vec<(&Loop, &Loop)> = Vec::new();
+    while let (Stmt::Loop(a), Stmt::Loop(b)) = (p, c) {
+        let same = a.kind == b.kind
+            && a.constant_range().is_some()
+            && a.constant_range() == b.constant_range();
+        let sliced = slices(producer, t, a.var, true)
+            .iter()
+            .any(|d| slices(consumer, t, b.var, false).contains(d));
+        if !same || !sliced {
+            break;
+        }
+        pairs.push((a, b));
+        match (a.body.as_slice(), b.body.as_slice()) {
+            ([x], [y]) => (p, c) = (x, y),
+            _ => break,
+        }
+    }
+    // Fusing only loops of one iteration gains nothing.
+    if pairs
+        .iter()
+        .all(|(a, _)| a.constant_range().is_some_and(|(lo, hi)| hi - lo <= 1))
+    {
+        return Err(Some(format!(
+            "not fused at tile granularity: `{name}`'s producer and consumer share no outer loop (of more than one iteration) in which each iteration reads only the slice of `{name}` it writes"
+        )));
+    }
+    let (innermost_p, innermost_c) = *pairs.last().ok_or(None)?;
+    // The producer's body with its fused variables renamed to the
+    // consumer's, then the consumer's, inside the consumer's loops.
+    let mut body: Vec<Stmt> = innermost_p.body.clone();
+    for (a, b) in &pairs {
+        let by = Affine::var(b.var);
+        body = body.iter().map(|s| s.substitute(a.var, &by)).collect();
+    }
+    body.extend(innermost_c.body.iter().cloned());
+    let fused = pairs.iter().rev().fold(body, |body, (_, b)| {
+        vec![Stmt::Loop(Loop {
+            body,
+            ..(*b).clone()
+        })]
+    });
+    let vars = pairs.iter().map(|(_, b)| b.var).collect();
+    let nest = fused.into_iter().next().ok_or(None)?;
+    Ok((nest, t, vars))
+}
+
+/// The dimensions of `t` that every store (`store`) or load of `t` in
+/// `nest` indexes by exactly `x`: iteration `x` touches only the slice
+/// `t[.., x, ..]` along each.
+fn slices(nest: &Stmt, t: BufId, x: Var, store: bool) -> Vec<usize> {
+    let mut dims: Option<Vec<usize>> = None;
+    nest.for_each_access(&mut |buf, index, is_store| {
+        if buf != t || is_store != store {
+            return;
+        }
+        let here: Vec<usize> = (0..index.len())
+            .filter(|&d| index[d].as_var() == Some(x))
+            .collect();
+        dims = Some(match dims.take() {
+            None => here,
+            Some(before) => before.into_iter().filter(|d| here.contains(d)).collect(),
+        });
+    });
+    dims.unwrap_or_default()
+}
