@@ -6,8 +6,12 @@
 //!
 //! ```text
 //! cargo run --release --example bench -- [--only NAME[,NAME]] [--threads N[,M]]
-//!     [--json FILE] [--workloads PATH] [--budget SECONDS] [--schedule S]
+//!     [--json FILE] [--workloads PATH] [--budget SECONDS] [--schedule S] [--search]
 //! ```
+//!
+//! `--search` compiles with `Formula::with_search(true)`: a bounded empirical
+//! search among the automatic schedule's alternatives (its time is part of
+//! the compile time reported).
 //!
 //! `--schedule S` times the schedule `S` (for every statement) instead of the
 //! automatic one, to compare candidates on the real shapes:
@@ -35,6 +39,8 @@ struct Args {
     budget: Duration,
     /// A manual schedule for every statement (instead of the automatic one).
     schedule: Option<einjit::schedule::Schedule>,
+    /// Time alternative automatic schedules while compiling (`Formula::with_search`).
+    search: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -45,6 +51,7 @@ fn parse_args() -> Result<Args, String> {
         workloads: "../shared/bench/workloads.json".into(),
         budget: Duration::from_secs_f64(1.0),
         schedule: None,
+        search: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -59,6 +66,7 @@ fn parse_args() -> Result<Args, String> {
             }
             "--json" => args.json = Some(value()?),
             "--workloads" => args.workloads = value()?,
+            "--search" => args.search = true,
             "--schedule" => {
                 args.schedule = Some(value()?.parse().map_err(|e: einjit::Error| e.to_string())?)
             }
@@ -67,7 +75,7 @@ fn parse_args() -> Result<Args, String> {
                 args.budget = Duration::from_secs_f64(s);
             }
             "-h" | "--help" => {
-                println!("usage: bench [--only NAME[,NAME]] [--threads N[,M]] [--json FILE] [--workloads PATH] [--budget SECONDS] [--schedule S]");
+                println!("usage: bench [--only NAME[,NAME]] [--threads N[,M]] [--json FILE] [--workloads PATH] [--budget SECONDS] [--schedule S] [--search]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other} (try --help)")),
@@ -103,7 +111,7 @@ fn main() {
             }
         }
         for &threads in &args.threads {
-            match run_workload(w, threads, args.budget, args.schedule.as_ref()) {
+            match run_workload(w, threads, &args) {
                 Ok(r) => {
                     let gflops = flops(w) / r.median.as_secs_f64() / 1e9;
                     let ms = r.median.as_secs_f64() * 1e3;
@@ -134,12 +142,8 @@ struct Measured {
 
 /// Compile once (timed: formula text → callable), then time runs until the
 /// budget is spent (at least 3 samples), and take the median.
-fn run_workload(
-    w: &Value,
-    threads: usize,
-    budget: Duration,
-    schedule: Option<&einjit::schedule::Schedule>,
-) -> Result<Measured, String> {
+fn run_workload(w: &Value, threads: usize, args: &Args) -> Result<Measured, String> {
+    let (budget, schedule) = (args.budget, args.schedule.as_ref());
     let formula = w["formula"].as_str().ok_or("no formula")?;
     let mut inputs: Vec<(String, ArrayD<f32>)> = Vec::new();
     for (k, (name, shape)) in w["inputs"]
@@ -169,6 +173,7 @@ fn run_workload(
             Some(s) => f.with_schedules(vec![Some(s.clone()); 64]),
             None => f,
         })
+        .map(|f| f.with_search(args.search))
         .and_then(|f| f.compile(&shapes))
         .map_err(|e| e.to_string())?;
     let compile_ms = start.elapsed().as_secs_f64() * 1e3;

@@ -120,3 +120,33 @@ fn the_automatic_schedule_is_the_default() {
     );
     assert!(k.lowered_ir().contains("for k in 0..4:"));
 }
+
+/// With the empirical search on, compiling times the automatic schedule's
+/// alternatives and keeps one of them; results are the reference's.
+#[test]
+fn searched_schedules_compute_the_same() {
+    let src = "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..12, j in 0..13";
+    let i = inputs(&[
+        ("I", rand(&[1, 5, 12, 13], 1)),
+        ("W", rand(&[7, 5, 3, 3], 2)),
+    ]);
+    let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
+        i.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+    let shapes: Vec<(&str, &[usize])> = views.iter().map(|(n, a)| (*n, a.shape())).collect();
+    let formula = Formula::new(src).unwrap().with_search(true);
+    let kernel = formula.compile(&shapes).unwrap();
+    let program = kernel.program();
+    let candidates: Vec<einjit::schedule::Schedule> = program
+        .statements
+        .iter()
+        .flat_map(|st| einjit::schedule::auto_candidates(program, st))
+        .collect();
+    assert!(candidates.len() >= 3, "{candidates:?}");
+    assert!(
+        kernel.schedules().iter().all(|s| candidates.contains(s)),
+        "{:?}",
+        kernel.schedules()
+    );
+    let want = reference(src, &i);
+    assert_close(&kernel.run(&views).unwrap()["O"], &want["O"], 1e-4);
+}

@@ -21,6 +21,7 @@ Commands:
   :clif      Cranelift IR of the last statement
   :time      compile and run time of the last statement
   :schedule S  schedule for the following statements (`:schedule auto` to reset)
+  :search on|off  time alternative automatic schedules when compiling (off)
   :tensors   every tensor with its shape
   :help      this text
   :quit      leave (also Ctrl-D)";
@@ -62,6 +63,8 @@ pub struct Session {
     pub tensors: BTreeMap<String, ArrayD<f32>>,
     last: Option<Last>,
     schedule: Option<Schedule>,
+    /// Compile with the empirical schedule search (`:search on`).
+    search: bool,
     seed: u64,
 }
 
@@ -169,6 +172,18 @@ impl Session {
                     lines.join("\n")
                 })
             }
+            "search" => match rest.trim() {
+                "on" | "off" => {
+                    self.search = rest.trim() == "on";
+                    Outcome::ok(format!("schedule search: {}", rest.trim()))
+                }
+                _ => Outcome::err(caret(
+                    line,
+                    0,
+                    line.len(),
+                    "expected `:search on` or `:search off`",
+                )),
+            },
             "schedule" => match rest.trim() {
                 "" => Outcome::ok(match &self.schedule {
                     Some(s) => format!("schedule: {s}"),
@@ -225,7 +240,7 @@ impl Session {
                 line.find(other).unwrap_or(0),
                 line.find(other).unwrap_or(0) + other.len(),
                 &format!(
-                    "unknown command `:{other}` (:ir :clif :time :schedule :tensors :help :quit)"
+                    "unknown command `:{other}` (:ir :clif :time :schedule :search :tensors :help :quit)"
                 ),
             )),
         }
@@ -241,7 +256,8 @@ impl Session {
         let formula = match &self.schedule {
             Some(s) => formula.with_schedules(vec![Some(s.clone()); 64]),
             None => formula,
-        };
+        }
+        .with_search(self.search);
         let shapes: Vec<(&str, &[usize])> = formula
             .input_names()
             .iter()

@@ -19,6 +19,7 @@ use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Named output arrays of a run.
 pub type Outputs = HashMap<String, ArrayD<f32>>;
@@ -303,9 +304,13 @@ pub struct Formula {
     outputs: check::OutputSelection,
     factor_products: bool,
     fuse: bool,
+    search: bool,
     schedules: Vec<Option<Schedule>>,
     cache: Mutex<HashMap<ShapeKey, Arc<Kernel>>>,
 }
+
+/// Time an empirical schedule search may take per kernel.
+const SEARCH_BUDGET: Duration = Duration::from_millis(100);
 
 impl Formula {
     /// Parse `src`; syntax errors are reported here, shape errors at the first run.
@@ -320,6 +325,7 @@ impl Formula {
             outputs: check::OutputSelection::default(),
             factor_products: true,
             fuse: true,
+            search: false,
             schedules: Vec::new(),
             cache: Mutex::new(HashMap::new()),
         })
@@ -339,6 +345,18 @@ impl Formula {
     /// producer's at tile granularity — or each runs as its own loop nest.
     pub fn with_fusion(mut self, fuse: bool) -> Formula {
         self.fuse = fuse;
+        self.cache.get_mut().expect("cache lock").clear();
+        self
+    }
+
+    /// Whether compiling also times a few alternative automatic schedules
+    /// (register tile shape, reduction order) for each statement on the
+    /// real shapes and keeps the fastest (default: off). The search stops
+    /// after about 100 ms per kernel, and is skipped for kernels whose one
+    /// run takes more than a quarter of that; the result is cached with the
+    /// kernel like any other.
+    pub fn with_search(mut self, search: bool) -> Formula {
+        self.search = search;
         self.cache.get_mut().expect("cache lock").clear();
         self
     }
@@ -416,7 +434,67 @@ impl Formula {
             true => schedule::auto_schedules(&program, &given),
             false => schedule::auto_schedules_apart(&program, &given),
         };
-        Kernel::from_checked(program, schedules, self.fuse)
+        let kernel = Kernel::from_checked(program.clone(), schedules.clone(), self.fuse)?;
+        if !self.search {
+            return Ok(kernel);
+        }
+        self.search(program, schedules, &given, kernel)
+    }
+
+    /// The fastest kernel found by timing, statement by statement, the
+    /// automatic schedule's alternatives (see [`Formula::with_search`]).
+    fn search(
+        &self,
+        program: check::Program,
+        mut schedules: Vec<Schedule>,
+        given: &[Option<Schedule>],
+        mut best: Kernel,
+    ) -> Result<Kernel> {
+        let started = Instant::now();
+        let inputs: Vec<(String, ArrayD<f32>)> = best
+            .inputs()
+            .into_iter()
+            .map(|(name, shape)| (name, ArrayD::from_elem(IxDyn(&shape), 0.5)))
+            .collect();
+        let views: Vec<(&str, ArrayViewD<'_, f32>)> =
+            inputs.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+        // One warm-up run, then the better of two.
+        let time = |k: &Kernel| -> Result<Duration> {
+            k.run(&views)?;
+            let mut fastest = Duration::MAX;
+            for _ in 0..2 {
+                let t = Instant::now();
+                k.run(&views)?;
+                fastest = fastest.min(t.elapsed());
+            }
+            Ok(fastest)
+        };
+        let mut best_time = time(&best)?;
+        if best_time > SEARCH_BUDGET / 4 {
+            return Ok(best);
+        }
+        // The costliest trial so far: no trial starts that would overrun.
+        let mut trial_cost = started.elapsed();
+        for (n, st) in program.statements.iter().enumerate() {
+            if given[n].is_some() {
+                continue;
+            }
+            for candidate in schedule::auto_candidates(&program, st).into_iter().skip(1) {
+                if started.elapsed() + trial_cost > SEARCH_BUDGET {
+                    return Ok(best);
+                }
+                let began = Instant::now();
+                let mut trial = schedules.clone();
+                trial[n] = candidate;
+                let kernel = Kernel::from_checked(program.clone(), trial.clone(), self.fuse)?;
+                let t = time(&kernel)?;
+                if t < best_time {
+                    (best, best_time, schedules) = (kernel, t, trial);
+                }
+                trial_cost = trial_cost.max(began.elapsed());
+            }
+        }
+        Ok(best)
     }
 
     /// Schedule the source statements (in order; missing or `None` ones get

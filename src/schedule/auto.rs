@@ -5,27 +5,63 @@
 //!   output variable that every read uses only in its last index, stepping
 //!   forward, or not at all: those reads become 4-lane loads (gathers when
 //!   strided, as in a stride-2 convolution or pooling), the rest broadcasts.
-//! - The register-row dimension `u` is an output variable of a read that
-//!   does not use `v` (GEMM's `A[i,k]`, a convolution's weights `W[k,..]`):
-//!   one broadcast of it feeds a whole row of vectors.
-//! - The tile is `MR` rows × `NR` lanes (6 × 8: twelve F32X4 accumulators,
+//! - The register-row dimension `u` is the output variable whose tile needs
+//!   the fewest loads per FMA: a read that does not use it is loaded once
+//!   for all rows (GEMM's `B[k,j]` across rows `i`, a convolution's input
+//!   across output channels `k`).
+//! - The tile is 6 rows × 8 lanes ([`TILE`]: twelve F32X4 accumulators,
 //!   which with two B vectors and a broadcast fit x86's 16 registers),
 //!   unrolled and vectorized inside all reduction loops, accumulating in
-//!   registers across them; boundaries (padding, partial tiles) are peeled.
+//!   registers across them; boundaries (padding, partial tiles) are peeled;
+//!   a short innermost reduction loop is unrolled; operands read across
+//!   rows are packed.
 //! - The outermost output dimension with more than one iteration is marked
 //!   parallel.
+//! - A producer → consumer pair is scheduled so their nests can fuse.
+//! - [`auto_candidates`] lists alternatives for an empirical search.
 //!
-//! Statements with no such dimension keep the naive nest.
+//! When no output dimension vectorizes, a contiguous reduction is (GEMV);
+//! statements with neither keep the naive nest.
 
 use super::{Directive, Schedule, Spec};
 use crate::affine::Var;
 use crate::check::{Program, Statement};
 use crate::ir::{LoopKind, LANES};
 
-/// Accumulator rows of the register tile.
-const MR: i64 = 6;
-/// Lanes per row of the register tile (two F32X4 vectors).
-const NR: i64 = 8;
+/// The register tile and reduction order of a candidate schedule.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Tile {
+    /// Accumulator rows.
+    mr: i64,
+    /// Lanes per row (a multiple of the vector width).
+    nr: i64,
+    /// Reduction loops with the longest innermost (else in statement order).
+    longest_inner: bool,
+}
+
+/// The heuristic's choice: six rows of two F32X4 vectors, twelve
+/// accumulators (with two B vectors and a broadcast they fill x86's 16
+/// vector registers); reductions in the order written.
+const TILE: Tile = Tile {
+    mr: 6,
+    nr: 8,
+    longest_inner: false,
+};
+
+/// Alternatives an empirical search times against [`TILE`]: the longest
+/// reduction innermost (a convolution's channels inside its kernel taps),
+/// and a 4×12 tile (also twelve accumulators, fewer broadcasts per FMA).
+const ALTERNATIVES: [Tile; 2] = [
+    Tile {
+        longest_inner: true,
+        ..TILE
+    },
+    Tile {
+        mr: 4,
+        nr: 12,
+        longest_inner: false,
+    },
+];
 /// Trips of an innermost reduction loop worth unrolling around the tile.
 const MAX_UNROLLED_REDUCTION: i64 = 4;
 
@@ -33,13 +69,31 @@ const MAX_UNROLLED_REDUCTION: i64 = 4;
 /// Never an illegal schedule: a candidate the checks refuse loses its
 /// `parallel`, then falls back to the naive nest.
 pub fn auto_schedule(program: &Program, st: &Statement) -> Schedule {
-    auto_schedule_keeping(program, st, &[])
+    auto_schedule_keeping(program, st, &[], TILE)
+}
+
+/// Candidate schedules for `st` for an empirical search: the automatic one
+/// first, then each distinct alternative tile or reduction order.
+pub fn auto_candidates(program: &Program, st: &Statement) -> Vec<Schedule> {
+    let mut out = vec![auto_schedule(program, st)];
+    for tile in ALTERNATIVES {
+        let s = auto_schedule_keeping(program, st, &[], tile);
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
 }
 
 /// The automatic schedule with the variables `keep` left whole (no register
 /// tile rows over them), so they stay outer loops of their own.
-fn auto_schedule_keeping(program: &Program, st: &Statement, keep: &[usize]) -> Schedule {
-    let mut candidate = candidate(st, keep);
+fn auto_schedule_keeping(
+    program: &Program,
+    st: &Statement,
+    keep: &[usize],
+    tile: Tile,
+) -> Schedule {
+    let mut candidate = candidate(st, keep, tile);
     if let Ok(spec) = super::plan(program, st, &candidate) {
         candidate.0.extend(packs(program, st, &spec));
     }
@@ -57,7 +111,8 @@ fn auto_schedule_keeping(program: &Program, st: &Statement, keep: &[usize]) -> S
         .unwrap_or_default()
 }
 
-fn candidate(st: &Statement, keep: &[usize]) -> Schedule {
+fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
+    let (mr_max, nr_max) = (tile.mr, tile.nr);
     let extent = |v: usize| st.vars[v].hi - st.vars[v].lo;
     let Some(v) = vector_dim(st) else {
         return reduction_candidate(st).unwrap_or_default();
@@ -73,9 +128,15 @@ fn candidate(st: &Statement, keep: &[usize]) -> Schedule {
     // depthwise kernel's weight across rows); none if no row saves a load.
     let uses =
         |a: &crate::check::Access, x: usize| a.index.iter().any(|e| e.coeff(Var(x as u32)) != 0);
-    let vectors = |a: &crate::check::Access| if uses(a, v) { NR / i64::from(LANES) } else { 1 };
+    let vectors = |a: &crate::check::Access| {
+        if uses(a, v) {
+            nr_max / i64::from(LANES)
+        } else {
+            1
+        }
+    };
     let loads_per_fma = |u: Option<usize>| {
-        let rows = u.map_or(1, |u| extent(u).min(MR));
+        let rows = u.map_or(1, |u| extent(u).min(mr_max));
         let loads: i64 = reads
             .iter()
             .map(|a| {
@@ -87,7 +148,7 @@ fn candidate(st: &Statement, keep: &[usize]) -> Schedule {
                     }
             })
             .sum();
-        (loads * 1000) / (rows * NR / i64::from(LANES))
+        (loads * 1000) / (rows * nr_max / i64::from(LANES))
     };
     let u = (0..st.vars.len())
         .filter(|&u| u != v && !st.vars[u].reduced && extent(u) > 1 && !keep.contains(&u))
@@ -95,7 +156,7 @@ fn candidate(st: &Statement, keep: &[usize]) -> Schedule {
         .min_by_key(|&u| {
             (
                 loads_per_fma(Some(u)),
-                std::cmp::Reverse(extent(u).min(MR)),
+                std::cmp::Reverse(extent(u).min(mr_max)),
                 u,
             )
         });
@@ -103,8 +164,8 @@ fn candidate(st: &Statement, keep: &[usize]) -> Schedule {
     let mut d = Vec::new();
     let (vn, nr) = (
         name(v),
-        if extent(v) >= NR {
-            NR
+        if extent(v) >= nr_max {
+            nr_max
         } else {
             i64::from(LANES)
         },
@@ -129,7 +190,7 @@ fn candidate(st: &Statement, keep: &[usize]) -> Schedule {
     let mut tile_outer = Vec::new();
     if let Some(u) = u {
         let un = name(u);
-        let mr = extent(u).min(MR);
+        let mr = extent(u).min(mr_max);
         if mr > 1 && extent(u) > mr {
             d.push(Directive::Split {
                 var: un.clone(),
@@ -149,12 +210,11 @@ fn candidate(st: &Statement, keep: &[usize]) -> Schedule {
             outer.push(var.name.clone());
         }
     }
-    let reduced: Vec<String> = st
-        .vars
-        .iter()
-        .filter(|x| x.reduced)
-        .map(|x| x.name.clone())
-        .collect();
+    let mut reduced: Vec<&crate::check::IndexVar> = st.vars.iter().filter(|x| x.reduced).collect();
+    if tile.longest_inner {
+        reduced.sort_by_key(|x| x.hi - x.lo);
+    }
+    let reduced: Vec<String> = reduced.into_iter().map(|x| x.name.clone()).collect();
     let mut order = outer.clone();
     order.extend(tile_outer.iter().cloned());
     order.push(vo.clone());
@@ -186,7 +246,9 @@ fn candidate(st: &Statement, keep: &[usize]) -> Schedule {
     let trips = |n: &String| -> i64 {
         match st.vars.iter().position(|x| &x.name == n) {
             Some(k) => extent(k),
-            None if Some(n) == tile_outer.first() => u.map_or(1, |u| (extent(u) + MR - 1) / MR),
+            None if Some(n) == tile_outer.first() => {
+                u.map_or(1, |u| (extent(u) + mr_max - 1) / mr_max)
+            }
             None => (extent(v) + nr - 1) / nr,
         }
     };
@@ -281,7 +343,7 @@ fn aligned_pair(
     if !keep.iter().any(|&v| prod.vars[v].hi - prod.vars[v].lo > 1) {
         return None;
     }
-    let producer = auto_schedule_keeping(program, prod, &keep);
+    let producer = auto_schedule_keeping(program, prod, &keep, TILE);
     let starts: Vec<String> = keep.iter().map(|&v| prod.vars[v].name.clone()).collect();
     let aligned = producer
         .0

@@ -18,7 +18,7 @@ mod unroll;
 pub(crate) mod vectorize;
 
 pub use accumulate::accumulate;
-pub use auto::{auto_schedule, auto_schedules, auto_schedules_apart};
+pub use auto::{auto_candidates, auto_schedule, auto_schedules, auto_schedules_apart};
 pub use fuse_nests::fuse_nests;
 pub use spec::{is_trivial, Constraint, Dim, Spec};
 pub use unroll::unroll;
