@@ -216,6 +216,17 @@ pub struct Func {
 }
 
 impl Func {
+    /// The same function (buffers, names, registers) with another body,
+    /// without copying the old one.
+    pub fn with_body(&self, body: Vec<Stmt>) -> Func {
+        Func {
+            buffers: self.buffers.clone(),
+            var_names: self.var_names.clone(),
+            locals: self.locals.clone(),
+            body,
+        }
+    }
+
     pub fn var_name(&self, v: Var) -> &str {
         &self.var_names[v.index()]
     }

@@ -54,11 +54,7 @@ pub fn fuse_nests(func: &Func) -> (Func, Vec<Vec<BufId>>, Vec<String>) {
     body.reverse();
     passed.reverse();
     notes.reverse();
-    let func = Func {
-        body,
-        ..func.clone()
-    };
-    (func, passed, notes)
+    (func.with_body(body), passed, notes)
 }
 
 /// The nests with each fill (a nest storing only constants, into a buffer

@@ -164,10 +164,7 @@ pub fn plan(program: &Program, st: &Statement, schedule: &Schedule) -> Result<Sp
 /// loaded before an outermost accumulating loop, stored after it) is kept
 /// together in a loop of one iteration.
 pub fn realise(func: &Func) -> Result<Func> {
-    let mut out = Func {
-        body: Vec::new(),
-        ..func.clone()
-    };
+    let mut out = func.with_body(Vec::new());
     for nest in &func.body {
         let one = Func {
             buffers: func.buffers.clone(),

@@ -6,17 +6,15 @@
 //! inner bounds constant, so the tile's vector loops stay vectors.
 
 use crate::affine::Affine;
-use crate::ir::{Func, LoopKind, Stmt};
+use crate::ir::{Func, Loop, LoopKind, Stmt};
 
 pub fn unroll(func: &Func) -> Func {
-    Func {
-        body: func
-            .body
+    func.with_body(
+        func.body
             .iter()
             .flat_map(|s| unroll_stmt(s, true))
             .collect(),
-        ..func.clone()
-    }
+    )
 }
 
 /// `top`: the root loop of a nest, kept even with one iteration so that the
@@ -58,10 +56,14 @@ fn unroll_stmt(s: &Stmt, top: bool) -> Vec<Stmt> {
                 .collect();
         }
     }
-    let mut l = l.clone();
-    if l.kind == LoopKind::Unrolled {
-        l.kind = LoopKind::Serial;
-    }
-    l.body = l.body.iter().flat_map(|s| unroll_stmt(s, false)).collect();
-    vec![Stmt::Loop(l)]
+    vec![Stmt::Loop(Loop {
+        var: l.var,
+        lo: l.lo.clone(),
+        hi: l.hi.clone(),
+        kind: match l.kind {
+            LoopKind::Unrolled => LoopKind::Serial,
+            kind => kind,
+        },
+        body: l.body.iter().flat_map(|s| unroll_stmt(s, false)).collect(),
+    })]
 }

@@ -16,10 +16,7 @@ pub fn vectorize(func: &Func) -> Result<Func, String> {
         .iter()
         .map(|s| vectorize_stmt(func, s))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Func {
-        body: body.into_iter().flatten().collect(),
-        ..func.clone()
-    })
+    Ok(func.with_body(body.into_iter().flatten().collect()))
 }
 
 fn vectorize_stmt(func: &Func, s: &Stmt) -> Result<Vec<Stmt>, String> {
@@ -32,17 +29,21 @@ fn vectorize_stmt(func: &Func, s: &Stmt) -> Result<Vec<Stmt>, String> {
             _ => {}
         }
     }
-    let mut l = l.clone();
-    if matches!(l.kind, LoopKind::Vectorized(_)) {
-        l.kind = LoopKind::Serial;
-    }
     let body = l
         .body
         .iter()
         .map(|s| vectorize_stmt(func, s))
         .collect::<Result<Vec<_>, _>>()?;
-    l.body = body.into_iter().flatten().collect();
-    Ok(vec![Stmt::Loop(l)])
+    Ok(vec![Stmt::Loop(Loop {
+        var: l.var,
+        lo: l.lo.clone(),
+        hi: l.hi.clone(),
+        kind: match l.kind {
+            LoopKind::Vectorized(_) => LoopKind::Serial,
+            kind => kind,
+        },
+        body: body.into_iter().flatten().collect(),
+    })])
 }
 
 /// Whether `index` is contiguous in `v`: `v` only in the last index, with coefficient 1.
