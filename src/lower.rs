@@ -195,9 +195,11 @@ fn compute_nest(func: &mut Func, st: &check::Statement, spec: &Spec, init: bool)
         copies.extend(copy);
         packed.push((t, load));
     }
+    let plain_read =
+        |a: &check::Access| ir::Expr::load(BufId(a.tensor.0), a.index.iter().map(rename).collect());
     let read = |a: &check::Access| match packed.iter().find(|(t, _)| *t == a.tensor) {
         Some((_, load)) => load.clone(),
-        None => ir::Expr::load(BufId(a.tensor.0), a.index.iter().map(rename).collect()),
+        None => plain_read(a),
     };
     let constraints = &builder.constraints;
     let out = BufId(st.lhs.tensor.0);
@@ -242,7 +244,9 @@ fn compute_nest(func: &mut Func, st: &check::Statement, spec: &Spec, init: bool)
         .map(|e| Stmt::Store {
             buf: out,
             index: out_index.clone(),
-            value: lower_expr(&e.rhs, &read),
+            // After the reduction loops: the packed copies' indices (the
+            // loops' variables) mean nothing there, so reads are plain.
+            value: lower_expr(&e.rhs, &plain_read),
             combine: None,
         })
         .collect();

@@ -274,3 +274,60 @@ fn repeated_runs_of_one_kernel_on_new_inputs() {
     // The padded convolutions' zero borders are filled once.
     assert!(run_once >= 5, "{run_once} nests run once");
 }
+
+/// Programs that once went wrong, each run three times on one kernel (with
+/// new inputs) on one and two threads against the reference: an epilogue
+/// fused onto a reduction of one iteration (its identity store must stay),
+/// an epilogue reading a tensor the producer packs, and `+=` into a tensor
+/// the statement also reads.
+#[test]
+fn regressions_against_the_reference() {
+    type Shapes = Vec<(&'static str, Vec<usize>)>;
+    let cases: Vec<(&str, Shapes)> = vec![
+        (
+            "T[i,j] max= A[i,2*j+k] where k in 0..1; U[i,j] = T[i,j] * 2; O[j] = U[i,j] * D[i]",
+            vec![("A", vec![1, 11]), ("D", vec![1])],
+        ),
+        (
+            "T[i] = A[i,k] * B[k]; U[i] = T[i] * 2; O[j] = U[i] * D[i,j]",
+            vec![("A", vec![3, 1]), ("B", vec![1]), ("D", vec![3, 3])],
+        ),
+        (
+            "T[i,j] = A[i,k] * B[k,j]; U[i,j] = relu(T[i,j]); O[j] = U[i,j] * D[i]",
+            vec![("A", vec![13, 1]), ("B", vec![1, 10]), ("D", vec![13])],
+        ),
+        (
+            "T[i,j] = A[i,k] * B[k,j]; O[i,j] = T[i,j] * B[j,i]",
+            vec![("A", vec![20, 20]), ("B", vec![20, 20])],
+        ),
+        (
+            "T[i,j] = A[i,k] * B[k,j]; O[i,j] = T[i,j] + B[i,j]",
+            vec![("A", vec![20, 20]), ("B", vec![20, 20])],
+        ),
+        ("T[i] = A[i] * 2; T[i] += T[6-i]", vec![("A", vec![7])]),
+    ];
+    for (src, shapes) in cases {
+        let dims: Vec<(&str, &[usize])> = shapes.iter().map(|(n, s)| (*n, s.as_slice())).collect();
+        for threads in [1, 2] {
+            let kernel = Formula::new(src)
+                .unwrap()
+                .compile(&dims)
+                .unwrap()
+                .with_threads(threads);
+            for run in 0..3u64 {
+                let list: Vec<(&str, ArrayD<f32>)> = shapes
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (name, s))| (*name, rand(s, 10 * run + k as u64) - 0.5))
+                    .collect();
+                let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
+                    list.iter().map(|(name, a)| (*name, a.view())).collect();
+                let got = kernel.run(&views).unwrap();
+                let want = reference(src, &inputs(&list));
+                for (name, w) in &want {
+                    assert_close(&got[name], w, 1e-4);
+                }
+            }
+        }
+    }
+}

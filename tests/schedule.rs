@@ -496,3 +496,29 @@ fn automatic_schedules_of_every_kind_of_statement_are_correct() {
         auto(src, &i);
     }
 }
+
+#[test]
+fn packing_names_a_padded_read_by_its_tensor() {
+    // `B` is read at `k - 1`: the statement reads its zero-bordered copy,
+    // and `pack B` packs that.
+    let src = "O[i,j] = A[i,k] * B[k-1,j] where k in 0..10";
+    let i = inputs(&[("A", rand(&[6, 10], 1)), ("B", rand(&[9, 8], 2))]);
+    let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
+        i.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+    let shapes: Vec<(&str, &[usize])> = views.iter().map(|(n, a)| (*n, a.shape())).collect();
+    let kernel = einjit::Formula::new(src)
+        .unwrap()
+        .with_schedules(vec![Some("pack B".parse().unwrap())])
+        .compile(&shapes)
+        .unwrap();
+    assert!(
+        kernel.scheduled_ir().contains("B+pad+pack"),
+        "{}",
+        kernel.scheduled_ir()
+    );
+    assert_close(
+        &kernel.run(&views).unwrap()["O"],
+        &reference(src, &i)["O"],
+        1e-4,
+    );
+}

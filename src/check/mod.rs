@@ -4,7 +4,7 @@
 //! Tensors are versioned: a statement with `=`, `max=` or `min=` creates a
 //! new version of its output's name, so `X[i] = X[i] * 2` reads the old `X`
 //! and writes a new one. `+=` accumulates into the latest version (into a
-//! copy when that version is a caller's input).
+//! copy when that version is a caller's input or the statement reads it).
 
 mod ranges;
 
@@ -492,8 +492,12 @@ impl Checker<'_> {
             })
             .collect();
 
+        // `+=` into a caller's input, or into a tensor the statement also
+        // reads (`T[i] += T[6-i]`: reads see the values before it), writes
+        // a new version that starts as a copy.
+        let reads_itself = |id: TensorId| rhs.reads().iter().any(|a| a.tensor == id);
         let (lhs_tensor, init) = match existing {
-            Some(id) if self.tensors[id.index()].origin == Origin::Input => {
+            Some(id) if self.tensors[id.index()].origin == Origin::Input || reads_itself(id) => {
                 let shape = shape_of(id);
                 let copy = self.add_tensor(&st.lhs.tensor.name, shape, Origin::Statement(index));
                 (copy, Init::CopyOf(id))

@@ -337,6 +337,13 @@ fn forward_initial_values(func: &Func, mut body: Vec<Stmt>) -> Vec<Stmt> {
             continue;
         }
         for later in &body[q + 1..] {
+            // A read of the buffer — by a value, or by a store combining
+            // into it — keeps the constant.
+            let combines =
+                matches!(later, Stmt::Store { buf: b, combine: Some(_), .. } if b == buf);
+            if combines || reads(later, *buf) {
+                break;
+            }
             match later {
                 Stmt::Store {
                     buf: b,
@@ -347,7 +354,6 @@ fn forward_initial_values(func: &Func, mut body: Vec<Stmt>) -> Vec<Stmt> {
                     keep[q] = false;
                     break;
                 }
-                s if reads(s, *buf) => break,
                 _ => {}
             }
         }

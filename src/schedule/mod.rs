@@ -135,14 +135,23 @@ impl FromStr for Schedule {
 pub fn plan(program: &Program, st: &Statement, schedule: &Schedule) -> Result<Spec> {
     let shape_of = |t: usize| program.tensors[t].shape.clone();
     let name_of = |t: usize| program.tensors[t].name.clone();
-    // The latest version of a name the statement reads.
+    // The tensor of that name the statement reads (or writes), or else its
+    // zero-bordered copy (`B+pad`) that the statement reads instead.
     let tensor_named = |name: &str| {
-        st.rhs
+        let touched: Vec<usize> = st
+            .rhs
             .reads()
             .iter()
             .map(|a| a.tensor.index())
             .chain([st.lhs.tensor.index()])
-            .find(|&t| program.tensors[t].name == name)
+            .collect();
+        let padded = format!("{name}+pad");
+        [name, padded.as_str()].iter().find_map(|n| {
+            touched
+                .iter()
+                .copied()
+                .find(|&t| program.tensors[t].name == *n)
+        })
     };
     let error = |d: String, msg: String| {
         Error::new(ErrorKind::Schedule(format!("`{d}`: {msg}")), st.span)
