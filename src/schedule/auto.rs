@@ -164,11 +164,7 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
     let mut d = Vec::new();
     let (vn, nr) = (
         name(v),
-        if extent(v) >= nr_max {
-            nr_max
-        } else {
-            i64::from(LANES)
-        },
+        fitted(extent(v), nr_max, i64::from(LANES), i64::from(LANES)),
     );
     d.push(Directive::Split {
         var: vn.clone(),
@@ -190,7 +186,7 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
     let mut tile_outer = Vec::new();
     if let Some(u) = u {
         let un = name(u);
-        let mr = extent(u).min(mr_max);
+        let mr = fitted(extent(u), mr_max, 4, 1);
         if mr > 1 && extent(u) > mr {
             d.push(Directive::Split {
                 var: un.clone(),
@@ -261,6 +257,26 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
         d.push(Directive::Parallel(p.clone()));
     }
     Schedule(d)
+}
+
+/// The tile size along a dimension of `extent`: `max`, unless its partial
+/// last tile would be more than a tenth of the work (a 28-wide image in
+/// tiles of 6 or 8) and a smaller size down to `min`, a multiple of `step`,
+/// divides it exactly (the partial tiles' code is slower: depthwise 3x3 on
+/// 28×28 ran 16 GFLOP/s in 6×8 tiles, 21 in 4×4).
+fn fitted(extent: i64, max: i64, min: i64, step: i64) -> i64 {
+    if extent < max {
+        // All of it in one tile (rows), or one vector (lanes).
+        return if step == 1 { extent } else { step };
+    }
+    if 10 * (extent % max) <= extent {
+        return max;
+    }
+    (min..max)
+        .rev()
+        .filter(|t| t % step == 0)
+        .find(|t| extent % t == 0)
+        .unwrap_or(max)
 }
 
 /// Schedules for every statement: `given` ones as they are, the automatic
