@@ -128,15 +128,10 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
     // depthwise kernel's weight across rows); none if no row saves a load.
     let uses =
         |a: &crate::check::Access, x: usize| a.index.iter().any(|e| e.coeff(Var(x as u32)) != 0);
-    let vectors = |a: &crate::check::Access| {
-        if uses(a, v) {
-            nr_max / i64::from(LANES)
-        } else {
-            1
-        }
-    };
-    let loads_per_fma = |u: Option<usize>| {
+    // Loads per FMA (×1000) of a tile of rows over `u` and `nr` lanes.
+    let loads_per_fma_with = |u: Option<usize>, nr: i64| {
         let rows = u.map_or(1, |u| extent(u).min(mr_max));
+        let vectors = |a: &crate::check::Access| if uses(a, v) { nr / i64::from(LANES) } else { 1 };
         let loads: i64 = reads
             .iter()
             .map(|a| {
@@ -148,8 +143,9 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
                     }
             })
             .sum();
-        (loads * 1000) / (rows * nr_max / i64::from(LANES))
+        (loads * 1000) / (rows * nr / i64::from(LANES))
     };
+    let loads_per_fma = |u: Option<usize>| loads_per_fma_with(u, nr_max);
     let u = (0..st.vars.len())
         .filter(|&u| u != v && !st.vars[u].reduced && extent(u) > 1 && !keep.contains(&u))
         .filter(|&u| loads_per_fma(Some(u)) < loads_per_fma(None))
@@ -162,10 +158,18 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
         });
 
     let mut d = Vec::new();
-    let (vn, nr) = (
-        name(v),
-        fitted(extent(v), nr_max, i64::from(LANES), i64::from(LANES)),
-    );
+    // Lanes: two vectors per row, or one when that leaves no partial tile
+    // where two would leave over a tenth of the work, and costs at most an
+    // eighth more loads per FMA (depthwise on 28×28: each row loads its own
+    // input vectors either way; 4×4 tiles 21 GFLOP/s, 4×8 18.5). A tile
+    // whose rows share the vector loads (a 28-wide 1x1 or stride-2
+    // convolution) keeps two: with one its loads per FMA nearly double.
+    let lanes = i64::from(LANES);
+    let one_vector = extent(v) < nr_max
+        || (10 * (extent(v) % nr_max) > extent(v)
+            && extent(v) % lanes == 0
+            && 8 * loads_per_fma_with(u, lanes) <= 9 * loads_per_fma_with(u, nr_max));
+    let (vn, nr) = (name(v), if one_vector { lanes } else { nr_max });
     d.push(Directive::Split {
         var: vn.clone(),
         factor: nr as u32,
@@ -186,7 +190,7 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
     let mut tile_outer = Vec::new();
     if let Some(u) = u {
         let un = name(u);
-        let mr = fitted(extent(u), mr_max, 4, 1);
+        let mr = fitted(extent(u), mr_max, 4);
         if mr > 1 && extent(u) > mr {
             d.push(Directive::Split {
                 var: un.clone(),
@@ -259,24 +263,16 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
     Schedule(d)
 }
 
-/// The tile size along a dimension of `extent`: `max`, unless its partial
-/// last tile would be more than a tenth of the work (a 28-wide image in
-/// tiles of 6 or 8) and a smaller size down to `min`, a multiple of `step`,
-/// divides it exactly (the partial tiles' code is slower: depthwise 3x3 on
-/// 28×28 ran 16 GFLOP/s in 6×8 tiles, 21 in 4×4).
-fn fitted(extent: i64, max: i64, min: i64, step: i64) -> i64 {
-    if extent < max {
-        // All of it in one tile (rows), or one vector (lanes).
-        return if step == 1 { extent } else { step };
+/// The register tile's rows along a dimension of `extent`: `max`, unless
+/// its partial last tile would be more than a tenth of the work (28 rows in
+/// tiles of 6) and a smaller count down to `min` divides it exactly (the
+/// partial tiles' code is slower: depthwise 3x3 on 28×28 ran 16 GFLOP/s in
+/// 6-row tiles, 18.5 in 4-row ones).
+fn fitted(extent: i64, max: i64, min: i64) -> i64 {
+    if extent < max || 10 * (extent % max) <= extent {
+        return extent.min(max);
     }
-    if 10 * (extent % max) <= extent {
-        return max;
-    }
-    (min..max)
-        .rev()
-        .filter(|t| t % step == 0)
-        .find(|t| extent % t == 0)
-        .unwrap_or(max)
+    (min..max).rev().find(|t| extent % t == 0).unwrap_or(max)
 }
 
 /// Schedules for every statement: `given` ones as they are, the automatic
