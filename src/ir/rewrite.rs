@@ -188,3 +188,43 @@ impl Expr {
         }
     }
 }
+
+impl Stmt {
+    /// The buffer a nest fills with constants, if that is all it does:
+    /// plain stores of constants (`O[..] = 0.0`, `splat(-inf)`) into one
+    /// buffer, no loads, no registers.
+    pub fn constant_fill(&self) -> Option<BufId> {
+        let mut target = None;
+        let mut fill = true;
+        self.visit(&mut |s| match s {
+            Stmt::Store {
+                buf,
+                value,
+                combine: None,
+                ..
+            } if value.is_constant() && target.is_none_or(|t| t == *buf) => target = Some(*buf),
+            Stmt::Loop(_) => {}
+            _ => fill = false,
+        });
+        target.filter(|_| fill)
+    }
+
+    /// `f` on this statement and every statement inside it.
+    fn visit(&self, f: &mut dyn FnMut(&Stmt)) {
+        f(self);
+        if let Stmt::Loop(l) = self {
+            l.body.iter().for_each(|s| s.visit(f));
+        }
+    }
+}
+
+impl Expr {
+    /// A constant, or a constant in every lane.
+    pub fn is_constant(&self) -> bool {
+        match self {
+            Expr::Const(_) => true,
+            Expr::Broadcast(x) => matches!(**x, Expr::Const(_)),
+            _ => false,
+        }
+    }
+}

@@ -3,8 +3,7 @@
 //! temporary created later (the largest size wins). Inputs and outputs
 //! keep their own storage.
 
-use crate::check::Combine;
-use crate::ir::{BufId, BufKind, Expr, Func, Stmt};
+use crate::ir::{BufId, BufKind, Func, Stmt};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemoryPlan {
@@ -109,18 +108,7 @@ impl MemoryPlan {
 /// elements those nests write are the same in every run (bounds depend on
 /// shapes only), so the others keep the constants from the first run.
 fn runs_once(func: &Func, owner: &[usize], passed: &[Vec<BufId>], k: usize) -> bool {
-    let mut target = None;
-    let mut constant_fill = true;
-    visit_stores(&func.body[k], &mut |buf, value, combine| {
-        let constant = match value {
-            Expr::Const(_) => true,
-            Expr::Broadcast(x) => matches!(**x, Expr::Const(_)),
-            _ => false,
-        };
-        constant_fill &= constant && combine.is_none() && target.is_none_or(|t| t == buf);
-        target = Some(buf);
-    });
-    let Some(b) = target.filter(|_| constant_fill) else {
+    let Some(b) = func.body[k].constant_fill() else {
         return false;
     };
     let private = func.buffers[b.index()].kind == BufKind::Temp
@@ -132,39 +120,21 @@ fn runs_once(func: &Func, owner: &[usize], passed: &[Vec<BufId>], k: usize) -> b
         if m == k {
             return true;
         }
-        let mut writes = false;
-        let mut plain = true;
-        visit_stores(nest, &mut |buf, _, combine| {
-            if buf == b {
-                writes = true;
-                plain &= combine.is_none();
-            }
+        let (mut writes, mut loads) = (false, false);
+        nest.for_each_access(&mut |buf, _, store| {
+            writes |= buf == b && store;
+            loads |= buf == b && !store;
         });
-        let mut loads = vec![false; func.buffers.len()];
-        mark_loads(nest, &mut loads);
-        !writes || (plain && (!loads[b.index()] || passed[m].contains(&b)))
+        !writes || (!combines_into(nest, b) && (!loads || passed[m].contains(&b)))
     });
     private && overwritten_only
 }
 
-/// Each store in `s`: its buffer, value and combining operator.
-fn visit_stores(s: &Stmt, f: &mut dyn FnMut(BufId, &Expr, Option<Combine>)) {
+/// Whether `s` has a store that combines into `b` (reads it back).
+fn combines_into(s: &Stmt, b: BufId) -> bool {
     match s {
-        Stmt::Loop(l) => l.body.iter().for_each(|s| visit_stores(s, f)),
-        Stmt::Store {
-            buf,
-            value,
-            combine,
-            ..
-        } => f(*buf, value, *combine),
-        Stmt::Assign { .. } => {}
-    }
-}
-
-/// Mark the buffers `s` loads from.
-fn mark_loads(s: &Stmt, used: &mut [bool]) {
-    match s {
-        Stmt::Loop(l) => l.body.iter().for_each(|s| mark_loads(s, used)),
-        Stmt::Store { value, .. } | Stmt::Assign { value, .. } => value.mark_loads(used),
+        Stmt::Loop(l) => l.body.iter().any(|s| combines_into(s, b)),
+        Stmt::Store { buf, combine, .. } => *buf == b && combine.is_some(),
+        Stmt::Assign { .. } => false,
     }
 }

@@ -12,7 +12,7 @@
 //! `T` keeps its full size (each slice is written once and read in place).
 
 use crate::affine::{Affine, Var};
-use crate::ir::{BufId, BufKind, Expr, Func, Loop, Stmt};
+use crate::ir::{BufId, BufKind, Func, Loop, Stmt};
 
 /// The function with consecutive producer → consumer nests fused where it
 /// is legal; per nest, the temporaries it passes from producer to consumer
@@ -65,35 +65,14 @@ fn hoist_fills(func: &Func) -> Vec<Stmt> {
     let (mut fills, mut rest): (Vec<Stmt>, Vec<Stmt>) = (Vec::new(), Vec::new());
     let mut touched = vec![false; n];
     for nest in &func.body {
-        let mut constant = true;
-        let mut target = None;
-        nest.for_each_access(&mut |buf, _, store| {
-            constant &= store && target.is_none_or(|t| t == buf);
-            target = Some(buf);
-        });
-        let mut values_constant = true;
-        visit_values(nest, &mut |e| {
-            values_constant &= matches!(e, Expr::Const(_))
-                || matches!(e, Expr::Broadcast(x) if matches!(**x, Expr::Const(_)));
-        });
-        match target {
-            Some(t) if constant && values_constant && !touched[t.index()] => {
-                fills.push(nest.clone())
-            }
+        match nest.constant_fill() {
+            Some(t) if !touched[t.index()] => fills.push(nest.clone()),
             _ => rest.push(nest.clone()),
         }
         nest.mark_buffers(&mut touched);
     }
     fills.extend(rest);
     fills
-}
-
-/// The value of every store and register assignment in `s`.
-fn visit_values(s: &Stmt, f: &mut dyn FnMut(&Expr)) {
-    match s {
-        Stmt::Loop(l) => l.body.iter().for_each(|s| visit_values(s, f)),
-        Stmt::Store { value, .. } | Stmt::Assign { value, .. } => f(value),
-    }
 }
 
 /// Buffers a nest stores to and loads from.
