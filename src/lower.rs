@@ -224,15 +224,12 @@ fn compute_nest(func: &mut Func, st: &check::Statement, spec: &Spec, init: bool)
         },
         combine: (!direct).then_some(st.combine),
     };
-    let identity = |lanes: u32| match lanes {
-        1 => ir::Expr::Const(st.combine.identity()),
-        _ => ir::Expr::Broadcast(Box::new(ir::Expr::Const(st.combine.identity()))),
-    };
+    // (A scalar: the vectorize pass broadcasts it in vector loops.)
     let prologue: Vec<Stmt> = match first_reduced {
         Some(_) if init => vec![Stmt::Store {
             buf: out,
             index: out_index.clone(),
-            value: identity(1),
+            value: ir::Expr::Const(st.combine.identity()),
             combine: None,
         }],
         _ => Vec::new(),

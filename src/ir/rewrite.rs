@@ -96,18 +96,9 @@ impl Expr {
         }
     }
 
-    /// Whether the expression loads from `buf`.
     /// Set `used[b]` for every buffer the expression loads from.
     pub fn mark_loads(&self, used: &mut [bool]) {
-        match self {
-            Expr::Load { buf, .. } => used[buf.index()] = true,
-            Expr::Const(_) | Expr::Local(_) => {}
-            Expr::Broadcast(x) | Expr::Reduce(_, x) | Expr::Unary(_, x) => x.mark_loads(used),
-            Expr::Binary(_, a, b) => {
-                a.mark_loads(used);
-                b.mark_loads(used);
-            }
-        }
+        self.for_each_load(&mut |buf, _, _| used[buf.index()] = true);
     }
 }
 

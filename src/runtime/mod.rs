@@ -434,10 +434,10 @@ impl Formula {
             true => schedule::auto_schedules(&program, &given),
             false => schedule::auto_schedules_apart(&program, &given),
         };
-        let kernel = Kernel::from_checked(program.clone(), schedules.clone(), self.fuse)?;
         if !self.search {
-            return Ok(kernel);
+            return Kernel::from_checked(program, schedules, self.fuse);
         }
+        let kernel = Kernel::from_checked(program.clone(), schedules.clone(), self.fuse)?;
         self.search(program, schedules, &given, kernel)
     }
 
