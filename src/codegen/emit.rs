@@ -6,8 +6,8 @@
 //! (column-major for a tile), its counter last, the order Cranelift then
 //! schedules in. Addresses are strength-reduced: each loop keeps induction
 //! pointers for the offsets its body uses most, bumped on the back edge, so
-//! an access is a pointer plus the load's immediate offset. Reads of input
-//! buffers are `readonly` and `can_move`, so Cranelift may hoist them; each
+//! an access is a pointer plus the load's immediate offset. Reads of buffers
+//! the nest does not write are `readonly` and `can_move`, so Cranelift may hoist them; each
 //! broadcast one has its own alias region, so it folds into its FMA's
 //! `vbroadcastss` instead of one shared register (`../shared/CRANELIFT.md`
 //! measured each of these on this machine).
@@ -16,7 +16,7 @@ use super::libm::Libm;
 use crate::affine::{ceil_div, floor_div, Affine};
 use crate::check::Combine;
 use crate::error::{Error, ErrorKind, Result};
-use crate::ir::{BinOp, Bound, BufId, BufKind, Expr, Func, LocalId, Loop, Stmt, UnOp, LANES};
+use crate::ir::{BinOp, Bound, BufId, Expr, Func, LocalId, Loop, Stmt, UnOp, LANES};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I64, I8X16};
 use cranelift_codegen::ir::{self, FuncRef, InstBuilder, MemFlagsData, Type, Value};
@@ -61,10 +61,14 @@ pub fn emit_nest(
         pointers: Vec::new(),
         carried_vectors: 0,
         broadcasts: Vec::new(),
+        written: vec![false; func.buffers.len()],
     };
     // Base pointers of the buffers the nest touches, loaded once on entry.
     let mut used = vec![false; func.buffers.len()];
-    nest.mark_buffers(&mut used);
+    nest.for_each_access(&mut |buf, _, store| {
+        used[buf.index()] = true;
+        e.written[buf.index()] |= store;
+    });
     let flags = MemFlagsData::trusted().with_readonly().with_can_move();
     for (k, _) in used.iter().enumerate().filter(|(_, u)| **u) {
         e.bases[k] = Some(e.b.ins().load(I64, flags, e.bufs, (k * 8) as i32));
@@ -98,6 +102,8 @@ struct Emitter<'a, 'f> {
     /// Broadcast loads in the body of the innermost loop being emitted, with
     /// their number of uses.
     broadcasts: Vec<(BufId, Vec<Affine>, usize)>,
+    /// Buffers the nest stores to; every other one is read-only while it runs.
+    written: Vec<bool>,
 }
 
 /// Uses of one broadcast input element in a loop body up to which each use
@@ -460,9 +466,11 @@ impl Emitter<'_, '_> {
             .map_or(1, |e| e.2)
     }
 
-    /// Loads of inputs: nothing stores to them while a nest runs, so they
-    /// are pure and Cranelift may move them (to their use, out of loops).
-    fn input_flags(&self) -> MemFlagsData {
+    /// Loads of a buffer the nest does not write (an input, or a temporary
+    /// such as a packed panel written by an earlier nest): nothing stores to
+    /// it while the nest runs, so they are pure and Cranelift may move them
+    /// (to their use, out of loops).
+    fn read_only_flags(&self) -> MemFlagsData {
         MemFlagsData::new()
             .with_notrap()
             .with_readonly()
@@ -569,8 +577,8 @@ impl Emitter<'_, '_> {
                 step,
             } => {
                 let (ptr, off) = self.address(*buf, index);
-                let flags = if self.func.buffers[buf.index()].kind == BufKind::Input {
-                    self.input_flags()
+                let flags = if !self.written[buf.index()] {
+                    self.read_only_flags()
                 } else {
                     MemFlagsData::new().with_notrap()
                 };
@@ -627,12 +635,12 @@ impl Emitter<'_, '_> {
                         index,
                         lanes: 1,
                         ..
-                    } if self.func.buffers[buf.index()].kind == BufKind::Input
+                    } if !self.written[buf.index()]
                         && self.broadcast_uses(*buf, index) <= MAX_SPLIT_BROADCAST_USES =>
                     {
                         let (ptr, off) = self.address(*buf, index);
                         let flags = self
-                            .input_flags()
+                            .read_only_flags()
                             .with_alias_region(Some(self.next_region()));
                         self.b.ins().load(F32, flags, ptr, off)
                     }
