@@ -20,9 +20,8 @@ use crate::ir::{BinOp, Bound, BufId, Expr, Func, LocalId, Loop, Stmt, UnOp, LANE
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I64, I8X16};
 use cranelift_codegen::ir::{self, FuncRef, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
-use cranelift_jit::JITModule;
-use cranelift_module::Module;
 
 #[allow(clippy::too_many_arguments)]
 pub fn emit_nest(
@@ -31,14 +30,13 @@ pub fn emit_nest(
     split_parallel: bool,
     fma: bool,
     libm: &Libm,
-    module: &mut JITModule,
+    frontend: TargetFrontendConfig,
     clfunc: &mut ir::Function,
     fctx: &mut FunctionBuilderContext,
 ) -> Result<()> {
     let mut refs = Vec::new();
     for op in [UnOp::Exp, UnOp::Log, UnOp::Tanh, UnOp::Sigmoid] {
-        let id = libm.get(op).expect("declared");
-        refs.push((op, module.declare_func_in_func(id, clfunc)));
+        refs.push((op, libm.import(op, clfunc).expect("declared")));
     }
     let mut b = FunctionBuilder::new(clfunc, fctx);
     let entry = b.create_block();
@@ -76,7 +74,7 @@ pub fn emit_nest(
     e.stmt(nest)?;
     e.b.ins().return_(&[]);
     e.b.seal_all_blocks();
-    e.b.finalize(module.isa().frontend_config());
+    e.b.finalize(frontend);
     Ok(())
 }
 

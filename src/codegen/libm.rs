@@ -3,7 +3,7 @@
 
 use crate::ir::UnOp;
 use cranelift_codegen::ir::types::F32;
-use cranelift_codegen::ir::AbiParam;
+use cranelift_codegen::ir::{self, AbiParam, Signature};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{FuncId, Linkage, Module};
 
@@ -34,12 +34,29 @@ pub fn register(builder: &mut JITBuilder) {
     }
 }
 
-/// The declared functions, by operation.
-pub struct Libm(Vec<(UnOp, FuncId)>);
+/// The declared functions, by operation, with their common signature.
+pub struct Libm {
+    ids: Vec<(UnOp, FuncId)>,
+    signature: Signature,
+}
 
 impl Libm {
-    pub fn get(&self, op: UnOp) -> Option<FuncId> {
-        self.0.iter().find(|(o, _)| *o == op).map(|(_, id)| *id)
+    /// Make `op`'s function callable from `func` (what
+    /// `Module::declare_func_in_func` does, without the module, so that
+    /// nests can be built on several threads).
+    pub fn import(&self, op: UnOp, func: &mut ir::Function) -> Option<ir::FuncRef> {
+        let id = self.ids.iter().find(|(o, _)| *o == op)?.1;
+        let signature = func.import_signature(self.signature.clone());
+        let name = func.declare_imported_user_function(ir::UserExternalName {
+            namespace: 0,
+            index: id.as_u32(),
+        });
+        Some(func.import_function(ir::ExtFuncData {
+            name: ir::ExternalName::user(name),
+            signature,
+            colocated: false,
+            patchable: false,
+        }))
     }
 }
 
@@ -56,5 +73,8 @@ pub fn declare(module: &mut JITModule) -> Result<Libm, String> {
             Ok((*op, id))
         })
         .collect::<Result<Vec<_>, String>>()?;
-    Ok(Libm(ids))
+    Ok(Libm {
+        ids,
+        signature: sig,
+    })
 }

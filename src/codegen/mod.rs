@@ -15,13 +15,14 @@ mod libm;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ir::{Func, LoopKind, Stmt};
 use cranelift_codegen::ir::types::I64;
-use cranelift_codegen::ir::AbiParam;
+use cranelift_codegen::ir::{self, AbiParam};
 use cranelift_codegen::isa::OwnedTargetIsa;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_codegen::Context;
 use cranelift_frontend::FunctionBuilderContext;
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{Linkage, Module};
+use cranelift_module::{FuncId, Linkage, Module, ModuleReloc};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// The signature of a compiled nest.
@@ -44,7 +45,7 @@ pub struct Compiled {
     nests: Vec<(NestFn, NestInfo)>,
     /// The Cranelift IR of every nest, printed on demand (printing costs
     /// more than a copy, and compile time matters).
-    functions: Vec<cranelift_codegen::ir::Function>,
+    functions: Vec<ir::Function>,
 }
 
 // SAFETY: after `finalize_definitions` the module's code and data are never
@@ -120,62 +121,78 @@ fn has_fma(isa: &OwnedTargetIsa) -> bool {
         .any(|f| f.name == "has_fma" && f.as_bool() == Some(true))
 }
 
-/// Compile every nest of `func`.
+/// Compile every nest of `func`. Nests are built and compiled by Cranelift
+/// on up to [`COMPILE_THREADS`] threads, largest first (each is its own
+/// function; the JIT module only links the finished code).
 pub fn compile(func: &Func) -> Result<Compiled> {
     let err = |e: String| Error::unspanned(ErrorKind::Codegen(e));
     let isa = isa()?;
-    let fma = has_fma(&isa);
     let mut builder = JITBuilder::with_isa(isa.clone(), cranelift_module::default_libcall_names());
     libm::register(&mut builder);
     let mut module = JITModule::new(builder);
     let libm = libm::declare(&mut module).map_err(err)?;
-
     let mut sig = module.make_signature();
     sig.params
         .extend([AbiParam::new(I64), AbiParam::new(I64), AbiParam::new(I64)]);
-    let mut ctx = Context::new();
-    let mut fctx = FunctionBuilderContext::new();
-    let mut ids = Vec::new();
+    let ids = (0..func.body.len())
+        .map(|n| {
+            module
+                .declare_function(&format!("nest{n}"), Linkage::Local, &sig)
+                .map_err(|e| err(e.to_string()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+
+    // Largest nest first, so that the threads finish together.
+    let mut order: Vec<usize> = (0..func.body.len()).collect();
+    order.sort_by_key(|&n| std::cmp::Reverse(func.body[n].size()));
+    let next = AtomicUsize::new(0);
+    let threads = COMPILE_THREADS.min(order.len()).max(1);
+    let work = || {
+        let mut ctx = Context::new();
+        let mut fctx = FunctionBuilderContext::new();
+        let mut done = Vec::new();
+        while let Some(&n) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+            done.push((
+                n,
+                compile_nest(func, n, ids[n], &isa, &libm, &sig, &mut ctx, &mut fctx),
+            ));
+        }
+        done
+    };
+    let mut compiled: Vec<_> = std::thread::scope(|scope| {
+        let helpers: Vec<_> = (1..threads).map(|_| scope.spawn(work)).collect();
+        let mut all = work();
+        for h in helpers {
+            all.extend(h.join().expect("a compile thread panicked"));
+        }
+        all
+    });
+    compiled.sort_by_key(|(n, _)| *n);
+
     let mut functions = Vec::new();
-    let mut infos = Vec::new();
-    for (n, nest) in func.body.iter().enumerate() {
-        let parallel = parallel_range(nest);
-        ctx.func.signature = sig.clone();
-        emit::emit_nest(
-            func,
-            nest,
-            parallel.is_some(),
-            fma,
-            &libm,
-            &mut module,
-            &mut ctx.func,
-            &mut fctx,
-        )?;
-        functions.push(ctx.func.clone());
-        let id = module
-            .declare_function(&format!("nest{n}"), Linkage::Local, &sig)
-            .map_err(|e| err(e.to_string()))?;
+    for ((n, nest), id) in compiled.into_iter().zip(&ids) {
+        let nest = nest?;
         module
-            .define_function(id, &mut ctx)
-            .map_err(|e| err(format!("{e:?}")))?;
-        module.clear_context(&mut ctx);
-        ids.push(id);
-        infos.push(NestInfo {
-            parallel,
-            work: work(nest),
-        });
+            .define_function_bytes(*id, nest.alignment, &nest.code, &nest.relocs)
+            .map_err(|e| err(e.to_string()))?;
+        debug_assert_eq!(functions.len(), n);
+        functions.push(nest.function);
     }
     module
         .finalize_definitions()
         .map_err(|e| err(e.to_string()))?;
     let nests = ids
         .into_iter()
-        .zip(infos)
-        .map(|(id, info)| {
+        .zip(&func.body)
+        .map(|(id, nest)| {
             let code = module.get_finalized_function(id);
             // SAFETY: `code` is the finalized body of a function defined above
             // with the `NestFn` signature in the host calling convention.
             let f: NestFn = unsafe { std::mem::transmute::<*const u8, NestFn>(code) };
+            let info = NestInfo {
+                parallel: parallel_range(nest),
+                work: work_estimate(nest),
+            };
             (f, info)
         })
         .collect();
@@ -183,6 +200,63 @@ pub fn compile(func: &Func) -> Result<Compiled> {
         module: Some(module),
         nests,
         functions,
+    })
+}
+
+/// Threads that build and compile nests (the machines einjit targets have two cores).
+const COMPILE_THREADS: usize = 2;
+
+/// One nest compiled to machine code, not yet placed in the JIT's memory.
+struct NativeNest {
+    function: ir::Function,
+    code: Vec<u8>,
+    alignment: u64,
+    relocs: Vec<ModuleReloc>,
+}
+
+/// Build nest `n` of `func` as Cranelift IR and compile it.
+#[allow(clippy::too_many_arguments)]
+fn compile_nest(
+    func: &Func,
+    n: usize,
+    id: FuncId,
+    isa: &OwnedTargetIsa,
+    libm: &libm::Libm,
+    sig: &ir::Signature,
+    ctx: &mut Context,
+    fctx: &mut FunctionBuilderContext,
+) -> Result<NativeNest> {
+    let err = |e: String| Error::unspanned(ErrorKind::Codegen(e));
+    let nest = &func.body[n];
+    ctx.clear();
+    ctx.func.signature = sig.clone();
+    emit::emit_nest(
+        func,
+        nest,
+        parallel_range(nest).is_some(),
+        has_fma(isa),
+        libm,
+        isa.frontend_config(),
+        &mut ctx.func,
+        fctx,
+    )?;
+    let function = ctx.func.clone();
+    let compiled = ctx
+        .compile(&**isa, &mut Default::default())
+        .map_err(|e| err(format!("{:?}", e.inner)))?;
+    let alignment = u64::from(compiled.buffer.alignment);
+    let code = compiled.code_buffer().to_vec();
+    let relocs = compiled
+        .buffer
+        .relocs()
+        .iter()
+        .map(|r| ModuleReloc::from_mach_reloc(r, &function, id))
+        .collect();
+    Ok(NativeNest {
+        function,
+        code,
+        alignment,
+        relocs,
     })
 }
 
@@ -203,13 +277,13 @@ pub(crate) fn parallel_range(nest: &Stmt) -> Option<(i64, i64)> {
 }
 
 /// Points the nest visits, bounded by its loops' constant ranges.
-fn work(s: &Stmt) -> f64 {
+fn work_estimate(s: &Stmt) -> f64 {
     match s {
         Stmt::Loop(l) => {
             let trips = l
                 .constant_range()
                 .map_or(16.0, |(a, b)| (b - a).max(0) as f64);
-            trips * l.body.iter().map(work).sum::<f64>()
+            trips * l.body.iter().map(work_estimate).sum::<f64>()
         }
         _ => 1.0,
     }

@@ -150,6 +150,15 @@ impl Stmt {
 }
 
 impl Stmt {
+    /// Statements in the tree, loops included: a measure of the code it
+    /// becomes.
+    pub fn size(&self) -> usize {
+        match self {
+            Stmt::Loop(l) => 1 + l.body.iter().map(Stmt::size).sum::<usize>(),
+            _ => 1,
+        }
+    }
+
     /// Every load and store in the statement: buffer, index, and whether it
     /// is a store.
     pub fn for_each_access(&self, f: &mut dyn FnMut(BufId, &[Affine], bool)) {
