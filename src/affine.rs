@@ -1,6 +1,7 @@
 //! Affine integer expressions `c0 + a1*v1 + ... + an*vn` over index (loop)
 //! variables: the form of every tensor index and every loop bound.
 
+use smallvec::{smallvec, SmallVec};
 use std::fmt;
 
 /// An index or loop variable. In a checked statement the ids number the
@@ -15,24 +16,30 @@ impl Var {
     }
 }
 
-/// `constant + Σ coeff * var`, terms sorted by variable with no zero coefficient.
+/// `constant + Σ coeff * var`, terms sorted by variable with no zero
+/// coefficient. Indices have few terms; keeping them inline spares the
+/// compiler's passes, which build and drop affine expressions by the
+/// thousand, most of their allocations.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub struct Affine {
-    pub terms: Vec<(Var, i64)>,
+    pub terms: Terms,
     pub constant: i64,
 }
+
+/// The terms of an [`Affine`].
+pub type Terms = SmallVec<[(Var, i64); 4]>;
 
 impl Affine {
     pub fn constant(c: i64) -> Affine {
         Affine {
-            terms: Vec::new(),
+            terms: Terms::new(),
             constant: c,
         }
     }
 
     pub fn var(v: Var) -> Affine {
         Affine {
-            terms: vec![(v, 1)],
+            terms: smallvec![(v, 1)],
             constant: 0,
         }
     }
@@ -62,20 +69,27 @@ impl Affine {
 
     /// `self + k * other`, or `None` on overflow.
     pub fn add_scaled(&self, other: &Affine, k: i64) -> Option<Affine> {
-        let mut terms = self.terms.clone();
-        for &(v, c) in &other.terms {
-            let c = c.checked_mul(k)?;
-            match terms.iter_mut().find(|(u, _)| *u == v) {
-                Some((_, a)) => *a = a.checked_add(c)?,
-                None => terms.push((v, c)),
+        Affine::sum([(self, 1), (other, k)])
+    }
+
+    /// `Σ k * e` over the pairs, or `None` on overflow: one expression built
+    /// for the lot (an address sums one scaled index per dimension).
+    pub fn sum<'a>(parts: impl IntoIterator<Item = (&'a Affine, i64)>) -> Option<Affine> {
+        let mut terms = Terms::new();
+        let mut constant = 0i64;
+        for (e, k) in parts {
+            constant = constant.checked_add(e.constant.checked_mul(k)?)?;
+            for &(v, c) in &e.terms {
+                let c = c.checked_mul(k)?;
+                match terms.iter_mut().find(|(u, _)| *u == v) {
+                    Some((_, a)) => *a = a.checked_add(c)?,
+                    None => terms.push((v, c)),
+                }
             }
         }
         terms.retain(|(_, c)| *c != 0);
-        terms.sort_by_key(|(v, _)| *v);
-        Some(Affine {
-            terms,
-            constant: self.constant.checked_add(other.constant.checked_mul(k)?)?,
-        })
+        terms.sort_unstable_by_key(|(v, _)| *v);
+        Some(Affine { terms, constant })
     }
 
     pub fn checked_add(&self, other: &Affine) -> Option<Affine> {

@@ -49,6 +49,7 @@ pub fn emit_nest(
         func,
         fma,
         vars: vec![None; func.var_names.len()],
+        known: vec![None; func.var_names.len()],
         locals: vec![None; func.locals.len()],
         bases: vec![None; func.buffers.len()],
         strides: func.buffers.iter().map(|x| x.strides()).collect(),
@@ -83,6 +84,11 @@ struct Emitter<'a, 'f> {
     func: &'a Func,
     fma: bool,
     vars: Vec<Option<Variable>>,
+    /// Loop variables whose value is a known constant where code is being
+    /// emitted (a loop's start while its induction pointers are set up), so
+    /// that address arithmetic on them folds instead of becoming
+    /// instructions for Cranelift to fold.
+    known: Vec<Option<i64>>,
     locals: Vec<Option<Variable>>,
     /// Base pointers, loaded once in the entry block.
     bases: Vec<Option<Value>>,
@@ -158,8 +164,21 @@ impl Emitter<'_, '_> {
         self.bases[buf.index()].expect("every used buffer's base is loaded on entry")
     }
 
+    /// `e` with the variables of known value replaced by it.
+    fn fold_known(&self, e: &Affine) -> Affine {
+        let mut folded = Affine::constant(e.constant);
+        for &(v, c) in &e.terms {
+            match self.known[v.index()] {
+                Some(x) => folded.constant += c * x,
+                None => folded.terms.push((v, c)),
+            }
+        }
+        folded
+    }
+
     /// `Σ c·var + constant` as an i64 value.
     fn affine(&mut self, e: &Affine) -> Value {
+        let e = &self.fold_known(e);
         let mut acc: Option<Value> = None;
         for &(v, c) in &e.terms {
             let x = self.var(v);
@@ -196,9 +215,9 @@ impl Emitter<'_, '_> {
         self.b.ins().isub(q, neg)
     }
 
-    /// `max` (lower) or `min` (upper) of the bound terms.
-    fn bounds(&mut self, terms: &[Bound], lower: bool) -> Value {
-        let constant: Option<i64> = terms
+    /// `max` (lower) or `min` (upper) of the bound terms, if all are constants.
+    fn constant_bound(terms: &[Bound], lower: bool) -> Option<i64> {
+        terms
             .iter()
             .map(|t| {
                 t.as_constant().map(|c| {
@@ -216,8 +235,12 @@ impl Emitter<'_, '_> {
                 } else {
                     v.into_iter().min()
                 }
-            });
-        if let Some(c) = constant {
+            })
+    }
+
+    /// `max` (lower) or `min` (upper) of the bound terms.
+    fn bounds(&mut self, terms: &[Bound], lower: bool) -> Value {
+        if let Some(c) = Self::constant_bound(terms, lower) {
             return self.b.ins().iconst(I64, c);
         }
         let mut acc: Option<Value> = None;
@@ -286,15 +309,19 @@ impl Emitter<'_, '_> {
     fn emit_loop(&mut self, l: &Loop) -> Result<()> {
         let mut lo = self.bounds(&l.lo, true);
         let mut hi = self.bounds(&l.hi, false);
+        let mut known_lo = Self::constant_bound(&l.lo, true);
         if l.kind == crate::ir::LoopKind::Parallel {
             if let Some((plo, phi)) = self.parallel.take() {
                 lo = self.b.ins().smax(lo, plo);
                 hi = self.b.ins().smin(hi, phi);
+                known_lo = None;
             }
         }
         let var = self.var(l.var);
         self.b.def_var(var, lo);
+        self.known[l.var.index()] = known_lo;
         let pointers = self.induction_pointers(l);
+        self.known[l.var.index()] = None;
         let (header, body, exit) = (
             self.b.create_block(),
             self.b.create_block(),
@@ -362,12 +389,12 @@ impl Emitter<'_, '_> {
 
     /// The byte offset of `buf[index]` from the buffer's base.
     fn byte_offset(&self, buf: BufId, index: &[Affine]) -> Affine {
-        index
-            .iter()
-            .zip(&self.strides[buf.index()])
-            .fold(Affine::constant(0), |acc, (e, &s)| {
-                acc.add_scaled(e, 4 * s).expect("in bounds")
-            })
+        Affine::sum(
+            index
+                .iter()
+                .zip(self.strides[buf.index()].iter().map(|s| 4 * s)),
+        )
+        .expect("in bounds")
     }
 
     /// Pointer and constant byte offset of `buf[index]`.
@@ -405,10 +432,19 @@ impl Emitter<'_, '_> {
             ),
             None => (self.base(buf), offset.clone()),
         };
+        let rest = self.fold_known(&rest);
+        let from = match rest.constant {
+            0 => from,
+            c => self.b.ins().iadd_imm_s(from, c),
+        };
         if rest.terms.is_empty() {
             from
         } else {
-            let x = self.affine(&rest);
+            let terms = Affine {
+                terms: rest.terms,
+                constant: 0,
+            };
+            let x = self.affine(&terms);
             self.b.ins().iadd(from, x)
         }
     }
@@ -424,6 +460,9 @@ impl Emitter<'_, '_> {
         nested_vars(&l.body, &mut inner);
         let mut found: Vec<(BufId, Affine, usize)> = Vec::new();
         let mut visit = |buf: BufId, index: &[Affine], _store: bool| {
+            if index.iter().all(|e| e.coeff(l.var) == 0) {
+                return;
+            }
             let offset = self.byte_offset(buf, index);
             if offset.coeff(l.var) == 0 {
                 return;
