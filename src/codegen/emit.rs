@@ -60,14 +60,11 @@ pub fn emit_nest(
         pointers: Vec::new(),
         carried_vectors: 0,
         broadcasts: Vec::new(),
-        written: vec![false; func.buffers.len()],
+        movable: movable_loads(func, nest),
     };
     // Base pointers of the buffers the nest touches, loaded once on entry.
     let mut used = vec![false; func.buffers.len()];
-    nest.for_each_access(&mut |buf, _, store| {
-        used[buf.index()] = true;
-        e.written[buf.index()] |= store;
-    });
+    nest.mark_buffers(&mut used);
     let flags = MemFlagsData::trusted().with_readonly().with_can_move();
     for (k, _) in used.iter().enumerate().filter(|(_, u)| **u) {
         e.bases[k] = Some(e.b.ins().load(I64, flags, e.bufs, (k * 8) as i32));
@@ -106,8 +103,8 @@ struct Emitter<'a, 'f> {
     /// Broadcast loads in the body of the innermost loop being emitted, with
     /// their number of uses.
     broadcasts: Vec<(BufId, Vec<Affine>, usize)>,
-    /// Buffers the nest stores to; every other one is read-only while it runs.
-    written: Vec<bool>,
+    /// Buffers whose loads Cranelift may move (see [`movable_loads`]).
+    movable: Vec<bool>,
 }
 
 /// Uses of one broadcast input element in a loop body up to which each use
@@ -503,10 +500,9 @@ impl Emitter<'_, '_> {
             .map_or(1, |e| e.2)
     }
 
-    /// Loads of a buffer the nest does not write (an input, or a temporary
-    /// such as a packed panel written by an earlier nest): nothing stores to
-    /// it while the nest runs, so they are pure and Cranelift may move them
-    /// (to their use, out of loops).
+    /// Loads of a buffer no store can change under them (see
+    /// [`movable_loads`]): pure, so Cranelift may move them (to their use,
+    /// out of loops).
     fn read_only_flags(&self) -> MemFlagsData {
         MemFlagsData::new()
             .with_notrap()
@@ -614,7 +610,7 @@ impl Emitter<'_, '_> {
                 step,
             } => {
                 let (ptr, off) = self.address(*buf, index);
-                let flags = if !self.written[buf.index()] {
+                let flags = if self.movable[buf.index()] {
                     self.read_only_flags()
                 } else {
                     MemFlagsData::new().with_notrap()
@@ -672,7 +668,7 @@ impl Emitter<'_, '_> {
                         index,
                         lanes: 1,
                         ..
-                    } if !self.written[buf.index()]
+                    } if self.movable[buf.index()]
                         && self.broadcast_uses(*buf, index) <= MAX_SPLIT_BROADCAST_USES =>
                     {
                         let (ptr, off) = self.address(*buf, index);
@@ -770,6 +766,89 @@ fn carried_locals(body: &[Stmt], assigned: &mut Vec<LocalId>, out: &mut Vec<Loca
             }
             Stmt::Store { .. } => {}
         }
+    }
+}
+
+/// Per buffer, whether the nest's loads of it may be marked `readonly` and
+/// `can_move`, which lets Cranelift place each at its use and hoist it out
+/// of loops it does not depend on (without it, loads keep program order:
+/// an unrolled body loads everything first and spills). True for a buffer
+/// the nest does not store to (an input, a panel packed by an earlier nest)
+/// and for one it produces and then consumes (a tile-fused temporary) when
+/// moving a load cannot cross a store to it:
+/// - in program order every store to it comes before every load of it, so
+///   a load placed at its use has only loads of it in between;
+/// - each load's address depends on every loop around it that also stores
+///   to the buffer, so it cannot be hoisted (or merged with another load)
+///   past an iteration's stores: Cranelift hoists an instruction only out of
+///   loops its operands do not depend on, to just before that loop.
+fn movable_loads(func: &Func, nest: &Stmt) -> Vec<bool> {
+    let n = func.buffers.len();
+    let strides: Vec<Vec<i64>> = func.buffers.iter().map(|b| b.strides()).collect();
+    let mut stored = vec![false; n];
+    let mut loaded_before_store = vec![false; n];
+    let mut loaded = vec![false; n];
+    in_program_order(nest, &mut |buf, _, store| {
+        let b = buf.index();
+        if store {
+            stored[b] = true;
+            loaded_before_store[b] |= loaded[b];
+        } else {
+            loaded[b] = true;
+        }
+    });
+    let mut movable: Vec<bool> = (0..n).map(|b| !loaded_before_store[b]).collect();
+    // Loops enclosing each load, and whether they store to its buffer.
+    fn visit(
+        s: &Stmt,
+        around: &mut Vec<(crate::affine::Var, Vec<bool>)>,
+        strides: &[Vec<i64>],
+        movable: &mut [bool],
+    ) {
+        match s {
+            Stmt::Loop(l) => {
+                let mut stores = vec![false; movable.len()];
+                s.for_each_access(&mut |buf, _, store| stores[buf.index()] |= store);
+                around.push((l.var, stores));
+                l.body
+                    .iter()
+                    .for_each(|b| visit(b, around, strides, movable));
+                around.pop();
+            }
+            _ => s.for_each_access(&mut |buf, index, store| {
+                let b = buf.index();
+                let depends = |v| {
+                    index
+                        .iter()
+                        .zip(&strides[b])
+                        .map(|(e, s)| e.coeff(v) * s)
+                        .sum::<i64>()
+                        != 0
+                };
+                if !store && around.iter().any(|(v, st)| st[b] && !depends(*v)) {
+                    movable[b] = false;
+                }
+            }),
+        }
+    }
+    visit(nest, &mut Vec::new(), &strides, &mut movable);
+    movable
+}
+
+/// Every access of `s` in the order it happens: a statement's loads before
+/// its store.
+fn in_program_order(s: &Stmt, f: &mut dyn FnMut(BufId, &[Affine], bool)) {
+    match s {
+        Stmt::Loop(l) => l.body.iter().for_each(|b| in_program_order(b, f)),
+        Stmt::Store { buf, index, .. } => {
+            s.for_each_access(&mut |b, i, store| {
+                if !store {
+                    f(b, i, false)
+                }
+            });
+            f(*buf, index, true);
+        }
+        Stmt::Assign { .. } => s.for_each_access(f),
     }
 }
 
