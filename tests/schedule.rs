@@ -281,6 +281,23 @@ fn scatter_and_pooling_schedules() {
         "split j 4; reorder b c i jo rx ry ji; vectorize ji; accumulate rx",
     );
     assert!(dump.contains("I[b, c, 2*i + rx, 8*jo + ry]x4/2"), "{dump}");
+    // The whole window unrolled, the tile still in a register across it:
+    // one store per vector of outputs, after its four loads.
+    let dump = check(
+        pool,
+        &p,
+        "split j 4; reorder b c i jo rx ry ji; unroll rx; unroll ry; vectorize ji; accumulate rx",
+    );
+    assert!(
+        !dump.contains("accumulating") && !dump.contains("for rx"),
+        "{dump}"
+    );
+    assert_eq!(dump.matches("acc0 max= I[").count(), 4, "{dump}");
+    assert_eq!(
+        dump.matches("O[b, c, i, 4*jo]x4 = acc0").count(),
+        1,
+        "{dump}"
+    );
     // Backwards it cannot be.
     let r = inputs(&[("A", rand(&[8], 1))]);
     let e = scheduled("O[i] = A[7 - i]", &r, "split i 4; vectorize ii").unwrap_err();

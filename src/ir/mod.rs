@@ -96,6 +96,9 @@ pub enum LoopKind {
     /// Serial, with the output elements written inside kept in registers
     /// across it (realised by `schedule::accumulate`).
     Accumulating,
+    /// Both: the unrolled body keeps the output elements in registers (a
+    /// short reduction, such as a 3x3 window, unrolled whole).
+    UnrolledAccumulating,
 }
 
 /// `for var in max(lo...)..min(hi...)`: the domain restriction lives in the bounds.

@@ -155,6 +155,7 @@ impl Func {
                     LoopKind::Vectorized(w) => format!(" vectorized({w})"),
                     LoopKind::Unrolled => " unrolled".into(),
                     LoopKind::Accumulating => " accumulating".into(),
+                    LoopKind::UnrolledAccumulating => " unrolled accumulating".into(),
                 };
                 writeln!(
                     f,

@@ -91,7 +91,15 @@ fn rewrite(func: &mut Func, s: Stmt) -> Vec<Stmt> {
         .into_iter()
         .map(|s| replace(s, &tiles, &locals))
         .collect();
-    before.push(Stmt::Loop(l));
+    match l.constant_range() {
+        // One pass (an unrolled accumulating loop): its body, inline.
+        Some((lo, hi)) if hi == lo + 1 => before.extend(
+            l.body
+                .iter()
+                .map(|s| s.substitute(l.var, &crate::affine::Affine::constant(lo))),
+        ),
+        _ => before.push(Stmt::Loop(l)),
+    }
     before.extend(after);
     before
 }

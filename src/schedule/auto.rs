@@ -65,6 +65,9 @@ const ALTERNATIVES: [Tile; 2] = [
 /// Trips of an innermost reduction loop worth unrolling around the tile.
 const MAX_UNROLLED_REDUCTION: i64 = 4;
 
+/// Points of a two-loop reduction window unrolled whole.
+const MAX_UNROLLED_WINDOW: i64 = 4;
+
 /// A schedule for `st` chosen from its shapes and access strides.
 /// Never an illegal schedule: a candidate the checks refuse loses its
 /// `parallel`, then falls back to the naive nest.
@@ -228,14 +231,25 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
     // A short innermost reduction loop (a kernel's row: `ry` of a 3x3) is
     // unrolled too: its loop overhead is as large as its body. (Unrolling
     // the next one as well spills: 2x2 and 3x3 convolutions got slower.)
+    // A whole window of at most four points (2x2 pooling) is unrolled, the
+    // tile still held in registers across it (9.2 against 8.5 GFLOP/s; a
+    // 3x3 depthwise window got slower).
+    let var_extent = |name: &String| {
+        extent(
+            st.vars
+                .iter()
+                .position(|x| &x.name == name)
+                .expect("a variable"),
+        )
+    };
     if let [_, .., last] = reduced.as_slice() {
-        let k = st
-            .vars
-            .iter()
-            .position(|x| &x.name == last)
-            .expect("a variable");
-        if extent(k) <= MAX_UNROLLED_REDUCTION {
+        if var_extent(last) <= MAX_UNROLLED_REDUCTION {
             d.push(Directive::Unroll(last.clone()));
+        }
+    }
+    if let [first, last] = reduced.as_slice() {
+        if var_extent(first) * var_extent(last) <= MAX_UNROLLED_WINDOW {
+            d.push(Directive::Unroll(first.clone()));
         }
     }
     d.push(Directive::Vectorize(vector));

@@ -326,7 +326,10 @@ impl Spec {
                         "cannot unroll `{name}`: {trips} iterations (at most 64)"
                     ));
                 }
-                self.dims[d].kind = LoopKind::Unrolled;
+                self.dims[d].kind = match self.dims[d].kind {
+                    LoopKind::Accumulating => LoopKind::UnrolledAccumulating,
+                    _ => LoopKind::Unrolled,
+                };
                 self.peel_around(d, st, shape_of);
                 Ok(())
             }
@@ -372,13 +375,13 @@ impl Spec {
             }
             Directive::Accumulate(name) => {
                 let d = self.find(name)?;
-                if self.dims[d].kind != LoopKind::Serial {
-                    return Err(format!(
-                        "cannot accumulate across `{name}`: it is {:?}",
-                        self.dims[d].kind
-                    ));
-                }
-                self.dims[d].kind = LoopKind::Accumulating;
+                self.dims[d].kind = match self.dims[d].kind {
+                    LoopKind::Serial => LoopKind::Accumulating,
+                    LoopKind::Unrolled => LoopKind::UnrolledAccumulating,
+                    kind => {
+                        return Err(format!("cannot accumulate across `{name}`: it is {kind:?}"))
+                    }
+                };
                 Ok(())
             }
         }

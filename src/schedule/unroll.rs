@@ -6,7 +6,7 @@
 //! inner bounds constant, so the tile's vector loops stay vectors.
 
 use crate::affine::Affine;
-use crate::ir::{Func, Loop, LoopKind, Stmt};
+use crate::ir::{Bound, Func, Loop, LoopKind, Stmt};
 
 pub fn unroll(func: &Func) -> Func {
     func.with_body(
@@ -42,10 +42,10 @@ fn unroll_stmt(s: &Stmt, top: bool) -> Vec<Stmt> {
         }
         _ => {}
     }
-    if l.kind == LoopKind::Unrolled {
+    if matches!(l.kind, LoopKind::Unrolled | LoopKind::UnrolledAccumulating) {
         if let Some((lo, hi)) = l.constant_range() {
             // Outer first: substituting may make inner bounds constant.
-            return (lo..hi)
+            let body: Vec<Stmt> = (lo..hi)
                 .flat_map(|i| {
                     l.body
                         .iter()
@@ -54,6 +54,19 @@ fn unroll_stmt(s: &Stmt, top: bool) -> Vec<Stmt> {
                 })
                 .flat_map(|b| unroll_stmt(&b, false))
                 .collect();
+            if l.kind == LoopKind::Unrolled {
+                return body;
+            }
+            // One pass of an accumulating loop around the unrolled body:
+            // `accumulate` keeps its output elements in registers, then
+            // inlines it.
+            return vec![Stmt::Loop(Loop {
+                var: l.var,
+                lo: vec![Bound::constant(0)],
+                hi: vec![Bound::constant(1)],
+                kind: LoopKind::Accumulating,
+                body,
+            })];
         }
     }
     vec![Stmt::Loop(Loop {
@@ -62,6 +75,7 @@ fn unroll_stmt(s: &Stmt, top: bool) -> Vec<Stmt> {
         hi: l.hi.clone(),
         kind: match l.kind {
             LoopKind::Unrolled => LoopKind::Serial,
+            LoopKind::UnrolledAccumulating => LoopKind::Accumulating,
             kind => kind,
         },
         body: l.body.iter().flat_map(|s| unroll_stmt(s, false)).collect(),
