@@ -1,11 +1,18 @@
 //! Worker threads kept for the life of the process: a parallel nest's
 //! iterations are handed to them instead of spawning threads on every run
 //! (spawning costs tens of microseconds on this machine, as much as a small
-//! pooling or depthwise kernel takes in all).
+//! pooling or depthwise kernel takes in all). A worker that finishes a task
+//! watches its queue for a while before it sleeps: waking a sleeping thread
+//! costs about as much again, and kernels run back to back (the nests of
+//! one program, a model's layers) would pay it every time.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Sender};
+use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long an idle worker polls for its next task before sleeping.
+const SPIN: Duration = Duration::from_micros(200);
 
 /// A piece of work: runs on a worker, then counts itself done.
 pub type Task = Box<dyn FnOnce() + Send + 'static>;
@@ -31,7 +38,7 @@ pub fn run_parallel(tasks: Vec<Task>, mine: impl FnOnce()) {
         while workers.len() < tasks.len() {
             let (tx, rx) = channel::<Task>();
             std::thread::spawn(move || {
-                for task in rx {
+                while let Some(task) = next_task(&rx) {
                     task();
                 }
             });
@@ -56,6 +63,20 @@ pub fn run_parallel(tasks: Vec<Task>, mine: impl FnOnce()) {
             std::hint::spin_loop();
         } else {
             std::thread::yield_now();
+        }
+    }
+}
+
+/// The worker's next task: polled for [`SPIN`], then waited for; `None`
+/// once the pool is gone.
+fn next_task(rx: &Receiver<Task>) -> Option<Task> {
+    let start = Instant::now();
+    loop {
+        match rx.try_recv() {
+            Ok(task) => return Some(task),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) if start.elapsed() < SPIN => std::hint::spin_loop(),
+            Err(TryRecvError::Empty) => return rx.recv().ok(),
         }
     }
 }
