@@ -34,6 +34,7 @@ pub mod phase;
 pub mod reference;
 pub mod runtime;
 pub mod schedule;
+pub mod stride;
 pub mod syntax;
 
 pub use error::{Error, ErrorKind, Result, Span};

@@ -39,6 +39,63 @@ fn every_operation_with_dimensions_of_1_3_7_17() {
     }
 }
 
+/// Strided windows read a copy split by residue (`src/stride.rs`): strides
+/// 2 and 3, widths the stride does not divide, padding before the window
+/// and none, 1D/2D/3D, and a dilated stride (a tap stepping by 2: left as
+/// a gather) — each against the reference, on one and two threads.
+#[test]
+fn strided_windows_read_a_copy_split_by_residue() {
+    type Case = (String, Vec<(&'static str, Vec<usize>)>, bool);
+    let cases: Vec<Case> = vec![
+        (
+            "O[b,k,i,j] = I[b,c,2*i+rx-1,2*j+ry-1] * W[k,c,rx,ry] where i in 0..9, j in 0..9"
+                .into(),
+            vec![("I", vec![1, 4, 17, 17]), ("W", vec![8, 4, 3, 3])],
+            true,
+        ),
+        (
+            "O[b,k,i,j] = I[b,c,2*i+rx,2*j+ry] * W[k,c,rx,ry]".into(),
+            vec![("I", vec![2, 3, 12, 21]), ("W", vec![8, 3, 3, 3])],
+            true,
+        ),
+        (
+            "O[b,k,i] = I[b,c,3*i+r-2] * W[k,c,r] where i in 0..11".into(),
+            vec![("I", vec![1, 6, 31]), ("W", vec![16, 6, 5])],
+            true,
+        ),
+        (
+            "O[b,k,i,j,l] = I[b,c,i+rx,2*j+ry,2*l+rz] * W[k,c,rx,ry,rz]".into(),
+            vec![("I", vec![1, 3, 4, 9, 14]), ("W", vec![8, 3, 2, 3, 2])],
+            true,
+        ),
+        (
+            "O[b,k,i,j] = I[b,c,2*i+2*rx,2*j+2*ry] * W[k,c,rx,ry]".into(),
+            vec![("I", vec![1, 4, 13, 13]), ("W", vec![8, 4, 3, 3])],
+            false,
+        ),
+    ];
+    for (src, shapes, split) in cases {
+        let list: Vec<(&str, ArrayD<f32>)> = shapes
+            .iter()
+            .enumerate()
+            .map(|(k, (name, s))| (*name, rand(s, k as u64 + 3)))
+            .collect();
+        let want = reference(&src, &inputs(&list));
+        let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
+            list.iter().map(|(name, a)| (*name, a.view())).collect();
+        let dims: Vec<(&str, &[usize])> = list.iter().map(|(n, a)| (*n, a.shape())).collect();
+        for threads in [1, 2] {
+            let kernel = Kernel::compile(&src, &dims)
+                .unwrap_or_else(|e| panic!("{src}: {e}"))
+                .with_threads(threads);
+            let dump = kernel.scheduled_ir();
+            assert_eq!(dump.contains("split by residue"), split, "{src}\n{dump}");
+            let got = kernel.run(&views).unwrap();
+            assert_close(&got["O"], &want["O"], 1e-4);
+        }
+    }
+}
+
 #[test]
 fn strided_and_transposed_views() {
     let a = rand(&[6, 8], 1);

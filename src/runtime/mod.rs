@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::ir::{self, BufKind};
 use crate::schedule::{self, Schedule};
 use crate::syntax::ast;
-use crate::{codegen, contract, fuse, lower, pad, phase, syntax};
+use crate::{codegen, contract, fuse, lower, pad, phase, stride, syntax};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -421,6 +421,7 @@ impl Formula {
         }
         program = phase::split_phases(&program);
         program = pad::pad_reads(&program);
+        program = stride::split_strides(&program);
         if self.fuse {
             program = fuse::fuse_elementwise(&program);
         }

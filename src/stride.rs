@@ -1,0 +1,247 @@
+//! Strided windows become unit-stride ones. A stride-`s` convolution or
+//! pooling reads `X[.., s*j + r]`, `j` its output column (the vectorized
+//! loop) and `r` a window tap: four lanes of `j` are `s` elements apart, a
+//! gather. Reading instead a copy of `X` with its last dimension split by
+//! residue, `X/s[.., q, x] = X[.., s*x + q]`, tap `r = s*a + ρ` reads
+//! `X/s[.., q, j + a + t]` (with `ρ + c = s*t + q`): consecutive in `j`. The
+//! statement becomes one statement per residue `ρ` of the tap, each summing
+//! over its own taps `a` into the output (the first assigns, the rest
+//! combine into it), and the copy costs one pass over `X`. The domain is
+//! unchanged: each point of a residue's statement is one point of the
+//! original, reading the same elements. Checked program → checked program.
+
+use crate::affine::{Affine, Var};
+use crate::check::{
+    Access, Combine, Expr, IndexVar, Init, Origin, Program, RangeSource, Statement, Tensor,
+    TensorId,
+};
+use crate::syntax::ast::AssignOp;
+use std::cell::Cell;
+
+/// The strided read of a statement: which read, its stride, its tap.
+struct Window {
+    read: usize,
+    stride: i64,
+    tap: Var,
+    /// The constant of the read's last index (`-1` for a padding of one
+    /// before the padded copy; usually 0 after it).
+    offset: i64,
+}
+
+pub fn split_strides(program: &Program) -> Program {
+    let mut out = Program {
+        statements: Vec::new(),
+        ..program.clone()
+    };
+    let mut new_index = Vec::new();
+    let mut copies: Vec<((TensorId, i64), TensorId)> = Vec::new();
+    for st in &program.statements {
+        match window(program, st) {
+            Some(w) => {
+                out.notes.push(format!(
+                    "strides: {} reads a copy of {} split by residue mod {}",
+                    program.statement_text(st),
+                    program.tensor(st.rhs.reads()[w.read].tensor).name,
+                    w.stride
+                ));
+                let source = st.rhs.reads()[w.read].tensor;
+                let copy = match copies.iter().find(|(k, _)| *k == (source, w.stride)) {
+                    Some((_, c)) => *c,
+                    None => {
+                        let c = split_copy(&mut out, source, w.stride, st);
+                        copies.push(((source, w.stride), c));
+                        c
+                    }
+                };
+                emit_residues(&mut out, st, &w, copy);
+            }
+            None => out.statements.push(st.clone()),
+        }
+        new_index.push(out.statements.len() - 1);
+    }
+    for t in &mut out.tensors[..program.tensors.len()] {
+        if let Origin::Statement(s) = t.origin {
+            t.origin = Origin::Statement(new_index[s]);
+        }
+    }
+    out
+}
+
+/// Points of a statement per element of the strided tensor below which the
+/// copy does not pay (a 2x2 max pool reads each element once, and the copy
+/// halved its speed; a stride-2 convolution reads each hundreds of times).
+const MIN_REUSE: f64 = 8.0;
+
+/// The read of `st` that steps by `s > 1` along its last dimension with the
+/// statement's vectorized variable (the last output index), plus a tap
+/// `r` from 0 that indexes nothing else of it: `X[.., s*j + r + c]`, when
+/// each element of `X` is read often enough for a copy to pay.
+fn window(program: &Program, st: &Statement) -> Option<Window> {
+    if !st.epilogues.is_empty() {
+        return None;
+    }
+    let points: f64 = st.vars.iter().map(|v| (v.hi - v.lo) as f64).product();
+    let j = st.lhs.index.last()?.as_var()?;
+    for (k, a) in st.rhs.reads().into_iter().enumerate() {
+        let (last, rest) = a.index.split_last()?;
+        let [(x, cx), (y, cy)] = last.terms.as_slice() else {
+            continue;
+        };
+        let (stride, tap) = match (*x == j, *y == j) {
+            (true, false) if *cy == 1 => (*cx, *y),
+            (false, true) if *cx == 1 => (*cy, *x),
+            _ => continue,
+        };
+        let var = &st.vars[tap.index()];
+        let shape = &program.tensor(a.tensor).shape;
+        let elements = shape.iter().product::<usize>() as f64;
+        if stride > 1
+            && points >= MIN_REUSE * elements
+            && var.reduced
+            && var.lo == 0
+            && rest.iter().all(|e| e.coeff(tap) == 0 && e.coeff(j) == 0)
+            && *shape.last()? as i64 >= stride
+        {
+            return Some(Window {
+                read: k,
+                stride,
+                tap,
+                offset: last.constant,
+            });
+        }
+    }
+    None
+}
+
+/// `X/s[.., q, x] = X[.., s*x + q]`: the copy of `source` split by residue.
+fn split_copy(out: &mut Program, source: TensorId, s: i64, st: &Statement) -> TensorId {
+    let t = out.tensor(source).clone();
+    let n = *t.shape.last().expect("a dimension") as i64;
+    let rank = t.shape.len();
+    let mut shape = t.shape.clone();
+    shape.pop();
+    shape.extend([s as usize, ((n + s - 1) / s) as usize]);
+    let id = TensorId(out.tensors.len() as u32);
+    out.tensors.push(Tensor {
+        name: format!("{}/{s}", t.name),
+        shape: shape.clone(),
+        origin: Origin::Statement(out.statements.len()),
+    });
+    let vars: Vec<IndexVar> = shape
+        .iter()
+        .enumerate()
+        .map(|(d, &len)| IndexVar {
+            name: format!("s{d}"),
+            lo: 0,
+            hi: len as i64,
+            reduced: false,
+            // The last column may run past `X` (when `s` does not divide
+            // its width): those elements are never read, and are zero.
+            source: RangeSource::Where {
+                valid: (d == rank).then_some((0, n / s)).filter(|_| n % s != 0),
+            },
+            span: st.span,
+        })
+        .collect();
+    let var = |d: usize| Affine::var(Var(d as u32));
+    let mut index: Vec<Affine> = (0..rank - 1).map(var).collect();
+    index.push(
+        var(rank)
+            .checked_scale(s)
+            .and_then(|x| x.checked_add(&var(rank - 1)))
+            .expect("small"),
+    );
+    out.statements.push(Statement {
+        vars,
+        lhs: Access {
+            tensor: id,
+            index: (0..=rank).map(var).collect(),
+            span: st.span,
+        },
+        combine: Combine::Sum,
+        init: Init::Identity,
+        rhs: Expr::Read(Access {
+            tensor: source,
+            index,
+            span: st.span,
+        }),
+        op: AssignOp::Assign,
+        span: st.span,
+        epilogues: Vec::new(),
+    });
+    id
+}
+
+/// One statement per residue `ρ` of the tap, over its taps `a` (`r = s*a + ρ`).
+fn emit_residues(out: &mut Program, st: &Statement, w: &Window, copy: TensorId) {
+    let s = w.stride;
+    let taps = st.vars[w.tap.index()].hi;
+    let mut first = true;
+    for rho in 0..s.min(taps) {
+        let mut vars = st.vars.clone();
+        vars[w.tap.index()] = IndexVar {
+            name: format!("{}{rho}", st.vars[w.tap.index()].name),
+            lo: 0,
+            hi: (taps - rho + s - 1) / s,
+            source: RangeSource::Where { valid: None },
+            ..st.vars[w.tap.index()].clone()
+        };
+        // `r` in the other reads: `s*a + ρ`.
+        let tap = Affine::var(w.tap)
+            .checked_scale(s)
+            .and_then(|x| x.add_const(rho))
+            .expect("small");
+        let (t, q) = (
+            (rho + w.offset).div_euclid(s),
+            (rho + w.offset).rem_euclid(s),
+        );
+        let k = Cell::new(0);
+        let rhs = st.rhs.map_reads(&|a: &Access| {
+            let this = k.get();
+            k.set(this + 1);
+            if this != w.read {
+                return Access {
+                    index: a
+                        .index
+                        .iter()
+                        .map(|e| e.substitute(w.tap, &tap).expect("small"))
+                        .collect(),
+                    ..a.clone()
+                };
+            }
+            // `X[.., s*j + r + c]` → `X/s[.., q, j + a + t]`.
+            let (last, rest) = a.index.split_last().expect("a dimension");
+            let j = last.vars().find(|&v| v != w.tap).expect("the column");
+            let mut index = rest.to_vec();
+            index.push(Affine::constant(q));
+            index.push(
+                Affine::var(j)
+                    .checked_add(&Affine::var(w.tap))
+                    .and_then(|x| x.add_const(t))
+                    .expect("small"),
+            );
+            Access {
+                tensor: copy,
+                index,
+                span: a.span,
+            }
+        });
+        out.statements.push(Statement {
+            vars,
+            rhs,
+            init: if first { st.init } else { Init::Existing },
+            op: if first { st.op } else { combine_op(st.combine) },
+            ..st.clone()
+        });
+        first = false;
+    }
+}
+
+/// The operator that combines a later residue's part into the output.
+fn combine_op(c: Combine) -> AssignOp {
+    match c {
+        Combine::Sum => AssignOp::AddAssign,
+        Combine::Max => AssignOp::MaxAssign,
+        Combine::Min => AssignOp::MinAssign,
+    }
+}
