@@ -242,9 +242,13 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
                 .expect("a variable"),
         )
     };
-    if let [_, .., last] = reduced.as_slice() {
-        if var_extent(last) <= MAX_UNROLLED_REDUCTION {
-            d.push(Directive::Unroll(last.clone()));
+    // (A loop of one trip does not count: a stride-2 convolution's odd
+    // residue has one tap per row, `ry1 in 0..1`, and unrolls `rx`.)
+    if let [_, inner @ ..] = reduced.as_slice() {
+        if let Some(last) = inner.iter().rev().find(|n| var_extent(n) > 1) {
+            if var_extent(last) <= MAX_UNROLLED_REDUCTION {
+                d.push(Directive::Unroll(last.clone()));
+            }
         }
     }
     if let [first, last] = reduced.as_slice() {
