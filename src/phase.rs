@@ -42,12 +42,23 @@ pub fn split_phases(program: &Program) -> Program {
         match scatters(st) {
             Some(sc) => {
                 let name = &program.tensor(st.lhs.tensor).name;
-                out.notes.push(format!(
-                    "phases: {} runs as {} gathers into {name}@.. and strided copies into {name}",
-                    program.statement_text(st),
-                    sc.iter().map(|s| s.stride as usize).product::<usize>()
-                ));
-                emit_phases(&mut out, st, &sc);
+                let phases = sc.iter().map(|s| s.stride as usize).product::<usize>();
+                match looped(st, &sc, &program.tensor(st.lhs.tensor).shape) {
+                    Some(fits) => {
+                        out.notes.push(format!(
+                            "phases: {} runs as one gather over its {phases} phases into {name}@phases and one strided copy into {name}",
+                            program.statement_text(st),
+                        ));
+                        emit_looped_phases(&mut out, st, &sc, &fits);
+                    }
+                    None => {
+                        out.notes.push(format!(
+                            "phases: {} runs as {phases} gathers into {name}@.. and strided copies into {name}",
+                            program.statement_text(st),
+                        ));
+                        emit_phases(&mut out, st, &sc);
+                    }
+                }
             }
             None => out.statements.push(st.clone()),
         }
@@ -252,6 +263,191 @@ fn emit_phases(out: &mut Program, st: &Statement, sc: &[Scatter]) {
         // must still exist as it would have.
         out.statements.push(st.clone());
     }
+}
+
+/// Per scattered dimension, how its phase `p` enters the gather when the
+/// phases can be one loop: tap `r = s*t + rho0 + drho*p`, input
+/// `x = q - t - (e0 + de*p)`, with the same `q` and `t` extents for every
+/// phase.
+struct Fit {
+    rho0: i64,
+    drho: i64,
+    e0: i64,
+    de: i64,
+    q_extent: i64,
+    t_extent: i64,
+}
+
+/// Whether every scattered dimension's phases have equal extents and taps
+/// and offsets affine in the phase (always so for stride 2 when the output
+/// and kernel extents are even, as in a 4x4 transposed convolution).
+fn looped(st: &Statement, sc: &[Scatter], shape: &[usize]) -> Option<Vec<Fit>> {
+    sc.iter()
+        .map(|s| {
+            let n = shape[s.dim] as i64;
+            let r_extent = st.vars[s.r.index()].hi;
+            let at = |p: i64| {
+                let rho = (p - s.offset).rem_euclid(s.stride);
+                let e = (rho + s.offset - p) / s.stride;
+                let q = (n - p + s.stride - 1) / s.stride;
+                let t = (r_extent - rho + s.stride - 1) / s.stride;
+                (rho, e, q, t)
+            };
+            let (rho0, e0, q_extent, t_extent) = at(0);
+            let (rho1, e1, _, _) = at(1);
+            let fit = Fit {
+                rho0,
+                drho: rho1 - rho0,
+                e0,
+                de: e1 - e0,
+                q_extent,
+                t_extent,
+            };
+            let fits = (0..s.stride)
+                .all(|p| at(p) == (rho0 + fit.drho * p, e0 + fit.de * p, q_extent, t_extent));
+            (fits && q_extent > 0 && t_extent > 0).then_some(fit)
+        })
+        .collect()
+}
+
+/// The phases as loops of one gather, `O@phases[p.., .., q, ..]`, then one
+/// strided copy `O[.., s*q + p, ..] += O@phases[p.., .., q, ..]`.
+fn emit_looped_phases(out: &mut Program, st: &Statement, sc: &[Scatter], fits: &[Fit]) {
+    let name = out.tensor(st.lhs.tensor).name.clone();
+    let shape = out.tensor(st.lhs.tensor).shape.clone();
+    let d = sc.len();
+    let is_r = |v: usize| sc.iter().position(|s| s.r.index() == v);
+    let is_x = |v: usize| sc.iter().position(|s| s.x.index() == v);
+    // Phase variables first, then the old ones (each `x` now `q`, each `r`
+    // now `t`, reduced and moved last).
+    let order: Vec<usize> = (0..st.vars.len())
+        .filter(|&v| is_r(v).is_none() && !st.vars[v].reduced)
+        .chain((0..st.vars.len()).filter(|&v| is_r(v).is_none() && st.vars[v].reduced))
+        .chain((0..st.vars.len()).filter(|&v| is_r(v).is_some()))
+        .collect();
+    let new_of =
+        |v: Var| Var((d + order.iter().position(|&o| o == v.index()).expect("kept")) as u32);
+    let phase = |k: usize| Var(k as u32);
+    let mut vars: Vec<IndexVar> = sc
+        .iter()
+        .map(|s| IndexVar {
+            name: format!("p{}", st.vars[s.x.index()].name),
+            lo: 0,
+            hi: s.stride,
+            reduced: false,
+            source: RangeSource::Where { valid: None },
+            ..st.vars[s.x.index()].clone()
+        })
+        .collect();
+    vars.extend(order.iter().map(|&v| {
+        let old = &st.vars[v];
+        let (hi, reduced, source) = match (is_x(v), is_r(v)) {
+            (Some(k), _) => (fits[k].q_extent, false, RangeSource::Where { valid: None }),
+            (_, Some(k)) => (fits[k].t_extent, true, RangeSource::Where { valid: None }),
+            _ => (old.hi, old.reduced, old.source.clone()),
+        };
+        IndexVar {
+            lo: 0,
+            hi,
+            reduced,
+            source,
+            ..old.clone()
+        }
+    }));
+    let affine = |terms: &[(Var, i64)], c: i64| {
+        terms.iter().fold(Affine::constant(c), |acc, &(v, k)| {
+            acc.add_scaled(&Affine::var(v), k).expect("small")
+        })
+    };
+    let subst = |v: Var| -> Affine {
+        if let Some(k) = is_x(v.index()) {
+            let (q, t, f) = (new_of(sc[k].x), new_of(sc[k].r), &fits[k]);
+            affine(&[(q, 1), (t, -1), (phase(k), -f.de)], -f.e0)
+        } else if let Some(k) = is_r(v.index()) {
+            let f = &fits[k];
+            affine(
+                &[(new_of(sc[k].r), sc[k].stride), (phase(k), f.drho)],
+                f.rho0,
+            )
+        } else {
+            Affine::var(new_of(v))
+        }
+    };
+    let rewrite = |e: &Affine| {
+        e.terms
+            .iter()
+            .fold(Affine::constant(e.constant), |acc, &(v, c)| {
+                acc.add_scaled(&subst(v), c).expect("small")
+            })
+    };
+    let lhs_with = |f: &dyn Fn(usize) -> Affine| -> Vec<Affine> {
+        st.lhs
+            .index
+            .iter()
+            .enumerate()
+            .map(|(dim, e)| match sc.iter().position(|s| s.dim == dim) {
+                Some(k) => f(k),
+                None => rewrite(e),
+            })
+            .collect()
+    };
+    let mut temp_shape: Vec<usize> = sc.iter().map(|s| s.stride as usize).collect();
+    temp_shape.extend(shape.iter().enumerate().map(|(dim, &n)| {
+        match sc.iter().position(|s| s.dim == dim) {
+            Some(k) => fits[k].q_extent as usize,
+            None => n,
+        }
+    }));
+    let mut temp_index: Vec<Affine> = (0..d).map(|k| Affine::var(phase(k))).collect();
+    temp_index.extend(lhs_with(&|k| Affine::var(new_of(sc[k].x))));
+    let temp = TensorId(out.tensors.len() as u32);
+    out.tensors.push(Tensor {
+        name: format!("{name}@phases"),
+        shape: temp_shape,
+        origin: Origin::Statement(out.statements.len()),
+    });
+    out.statements.push(Statement {
+        vars: vars.clone(),
+        lhs: Access {
+            tensor: temp,
+            index: temp_index.clone(),
+            span: st.lhs.span,
+        },
+        combine: Combine::Sum,
+        init: Init::Identity,
+        rhs: st.rhs.map_reads(&|a: &Access| Access {
+            index: a.index.iter().map(rewrite).collect(),
+            ..a.clone()
+        }),
+        op: AssignOp::Assign,
+        span: st.span,
+        epilogues: Vec::new(),
+    });
+    // `O[.., s*q + p, ..] += O@phases[p.., .., q, ..]` over the output variables.
+    let out_index = lhs_with(&|k| {
+        Affine::var(new_of(sc[k].x))
+            .checked_scale(sc[k].stride)
+            .and_then(|a| a.checked_add(&Affine::var(phase(k))))
+            .expect("small")
+    });
+    out.statements.push(Statement {
+        vars: vars.iter().filter(|v| !v.reduced).cloned().collect(),
+        lhs: Access {
+            tensor: st.lhs.tensor,
+            index: out_index,
+            span: st.lhs.span,
+        },
+        combine: Combine::Sum,
+        init: st.init,
+        rhs: Expr::Read(Access {
+            tensor: temp,
+            index: temp_index,
+            span: st.lhs.span,
+        }),
+        op: AssignOp::AddAssign,
+        span: st.span,
+        epilogues: Vec::new(),
+    });
 }
 
 /// Every combination of phases, one value in `0..stride` per scattered dimension.
