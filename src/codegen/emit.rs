@@ -535,12 +535,22 @@ impl Emitter<'_, '_> {
     }
 
     /// `old` combined with `value`: `fma` for a sum of a product when the CPU has it.
+    /// `x * y + z` as one `fma`. x64's FMA overwrites its first
+    /// multiplicand, so that is the broadcast (loaded afresh for each use)
+    /// rather than a vector a column of the tile shares (a convolution's
+    /// input), which would be copied first.
+    fn fma(&mut self, x: &Expr, y: &Expr, z: Value) -> Result<Value> {
+        let (x, y) = match (x, y) {
+            (x, Expr::Broadcast(_)) if !matches!(x, Expr::Broadcast(_)) => (y, x),
+            _ => (x, y),
+        };
+        let (x, y) = (self.expr(x)?, self.expr(y)?);
+        Ok(self.b.ins().fma(x, y, z))
+    }
+
     fn combine(&mut self, c: Combine, old: Value, value: &Expr) -> Result<Value> {
         match (c, value) {
-            (Combine::Sum, Expr::Binary(BinOp::Mul, x, y)) if self.fma => {
-                let (x, y) = (self.expr(x)?, self.expr(y)?);
-                Ok(self.b.ins().fma(x, y, old))
-            }
+            (Combine::Sum, Expr::Binary(BinOp::Mul, x, y)) if self.fma => self.fma(x, y, old),
             (Combine::Sum, _) => {
                 let v = self.expr(value)?;
                 Ok(self.b.ins().fadd(old, v))
@@ -691,8 +701,8 @@ impl Emitter<'_, '_> {
             }
             Expr::Binary(BinOp::Add, a, b) if self.fma => match (&**a, &**b) {
                 (Expr::Binary(BinOp::Mul, x, y), z) | (z, Expr::Binary(BinOp::Mul, x, y)) => {
-                    let (x, y, z) = (self.expr(x)?, self.expr(y)?, self.expr(z)?);
-                    self.b.ins().fma(x, y, z)
+                    let z = self.expr(z)?;
+                    self.fma(x, y, z)?
                 }
                 _ => {
                     let (a, b) = (self.expr(a)?, self.expr(b)?);
