@@ -535,13 +535,25 @@ impl Emitter<'_, '_> {
     }
 
     /// `old` combined with `value`: `fma` for a sum of a product when the CPU has it.
+    /// Whether `x`, broadcast, is loaded afresh for each use: a scalar of
+    /// a buffer no store can change, used by few FMAs of the loop.
+    fn loaded_per_use(&self, x: &Expr) -> bool {
+        matches!(x, Expr::Load { buf, index, lanes: 1, .. }
+            if self.movable[buf.index()]
+                && self.broadcast_uses(*buf, index) <= MAX_SPLIT_BROADCAST_USES)
+    }
+
     /// `x * y + z` as one `fma`. x64's FMA overwrites its first
-    /// multiplicand, so that is the broadcast (loaded afresh for each use)
+    /// multiplicand, so that is a broadcast loaded afresh for each use
     /// rather than a vector a column of the tile shares (a convolution's
     /// input), which would be copied first.
     fn fma(&mut self, x: &Expr, y: &Expr, z: Value) -> Result<Value> {
         let (x, y) = match (x, y) {
-            (x, Expr::Broadcast(_)) if !matches!(x, Expr::Broadcast(_)) => (y, x),
+            (x, Expr::Broadcast(b))
+                if self.loaded_per_use(b) && !matches!(x, Expr::Broadcast(_)) =>
+            {
+                (y, x)
+            }
             _ => (x, y),
         };
         let (x, y) = (self.expr(x)?, self.expr(y)?);
@@ -673,14 +685,7 @@ impl Emitter<'_, '_> {
                 // vector held live across a row of the register tile. One
                 // used by many (a depthwise weight: twelve) stays shared.
                 let x = match &**x {
-                    Expr::Load {
-                        buf,
-                        index,
-                        lanes: 1,
-                        ..
-                    } if self.movable[buf.index()]
-                        && self.broadcast_uses(*buf, index) <= MAX_SPLIT_BROADCAST_USES =>
-                    {
+                    Expr::Load { buf, index, .. } if self.loaded_per_use(x) => {
                         let (ptr, off) = self.address(*buf, index);
                         let flags = self
                             .read_only_flags()
