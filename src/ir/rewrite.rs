@@ -6,44 +6,35 @@ impl Stmt {
     /// The statement with loop variable `v` replaced by `by` everywhere
     /// (indices, bounds of inner loops).
     pub fn substitute(&self, v: Var, by: &Affine) -> Stmt {
-        let sub = |e: &Affine| {
-            e.substitute(v, by)
-                .expect("substituted index stays in range")
+        let mut s = self.clone();
+        s.substitute_in_place(v, by);
+        s
+    }
+
+    /// [`Stmt::substitute`] on the statement itself (the unroll pass makes
+    /// one copy per iteration and rewrites it, rather than two).
+    pub fn substitute_in_place(&mut self, v: Var, by: &Affine) {
+        let sub = |e: &mut Affine| {
+            if e.coeff(v) != 0 {
+                *e = e
+                    .substitute(v, by)
+                    .expect("substituted index stays in range");
+            }
         };
         match self {
             Stmt::Loop(l) => {
-                let bound = |b: &Bound| Bound {
-                    expr: sub(&b.expr),
-                    div: b.div,
-                };
-                Stmt::Loop(Loop {
-                    var: l.var,
-                    lo: l.lo.iter().map(bound).collect(),
-                    hi: l.hi.iter().map(bound).collect(),
-                    kind: l.kind,
-                    body: l.body.iter().map(|s| s.substitute(v, by)).collect(),
-                })
+                for b in l.lo.iter_mut().chain(l.hi.iter_mut()) {
+                    sub(&mut b.expr);
+                }
+                for s in &mut l.body {
+                    s.substitute_in_place(v, by);
+                }
             }
-            Stmt::Store {
-                buf,
-                index,
-                value,
-                combine,
-            } => Stmt::Store {
-                buf: *buf,
-                index: index.iter().map(sub).collect(),
-                value: value.substitute(v, by),
-                combine: *combine,
-            },
-            Stmt::Assign {
-                local,
-                value,
-                combine,
-            } => Stmt::Assign {
-                local: *local,
-                value: value.substitute(v, by),
-                combine: *combine,
-            },
+            Stmt::Store { index, value, .. } => {
+                index.iter_mut().for_each(sub);
+                value.substitute_in_place(v, by);
+            }
+            Stmt::Assign { value, .. } => value.substitute_in_place(v, by),
         }
     }
 }
@@ -53,18 +44,29 @@ pub type LoadRewrite<'a> = dyn Fn(BufId, &[Affine], u32, i64) -> Expr + 'a;
 
 impl Expr {
     pub fn substitute(&self, v: Var, by: &Affine) -> Expr {
-        self.map_loads(&|buf, index, lanes, step| Expr::Load {
-            buf,
-            index: index
-                .iter()
-                .map(|e| {
-                    e.substitute(v, by)
-                        .expect("substituted index stays in range")
-                })
-                .collect(),
-            lanes,
-            step,
-        })
+        let mut e = self.clone();
+        e.substitute_in_place(v, by);
+        e
+    }
+
+    pub fn substitute_in_place(&mut self, v: Var, by: &Affine) {
+        match self {
+            Expr::Load { index, .. } => {
+                for e in index.iter_mut().filter(|e| e.coeff(v) != 0) {
+                    *e = e
+                        .substitute(v, by)
+                        .expect("substituted index stays in range");
+                }
+            }
+            Expr::Const(_) | Expr::Local(_) => {}
+            Expr::Broadcast(x) | Expr::Reduce(_, x) | Expr::Unary(_, x) => {
+                x.substitute_in_place(v, by)
+            }
+            Expr::Binary(_, a, b) => {
+                a.substitute_in_place(v, by);
+                b.substitute_in_place(v, by);
+            }
+        }
     }
 
     /// The expression with every load replaced by `f(buf, index, lanes, step)`.

@@ -181,7 +181,7 @@ pub fn realise(func: &Func) -> Result<Func> {
             locals: std::mem::take(&mut out.locals),
             body: vec![nest.clone()],
         };
-        let one = unroll(&one);
+        let one = unroll(one);
         let one = vectorize(&one).map_err(|m| Error::unspanned(ErrorKind::Schedule(m)))?;
         let mut one = accumulate(&one);
         let mut body = std::mem::take(&mut one.body);

@@ -8,21 +8,21 @@
 use crate::affine::Affine;
 use crate::ir::{Bound, Func, Loop, LoopKind, Stmt};
 
-pub fn unroll(func: &Func) -> Func {
-    func.with_body(
-        func.body
-            .iter()
-            .flat_map(|s| unroll_stmt(s, true))
-            .collect(),
-    )
+pub fn unroll(mut func: Func) -> Func {
+    let body = std::mem::take(&mut func.body);
+    func.body = body
+        .into_iter()
+        .flat_map(|s| unroll_stmt(s, true))
+        .collect();
+    func
 }
 
 /// `top`: the root loop of a nest, kept even with one iteration so that the
 /// nest keeps its shape (and its parallel loop stays the one the runtime
 /// splits).
-fn unroll_stmt(s: &Stmt, top: bool) -> Vec<Stmt> {
-    let Stmt::Loop(l) = s else {
-        return vec![s.clone()];
+fn unroll_stmt(s: Stmt, top: bool) -> Vec<Stmt> {
+    let Stmt::Loop(mut l) = s else {
+        return vec![s];
     };
     let inlined = matches!(
         l.kind,
@@ -31,37 +31,41 @@ fn unroll_stmt(s: &Stmt, top: bool) -> Vec<Stmt> {
     if l.kind != LoopKind::Parallel && l.is_empty() {
         return Vec::new();
     }
-    match l.constant_range() {
-        Some((lo, hi)) if hi == lo + 1 && inlined && !top => {
-            return l
-                .body
-                .iter()
-                .map(|b| b.substitute(l.var, &Affine::constant(lo)))
-                .flat_map(|b| unroll_stmt(&b, false))
-                .collect();
+    // Each iteration's copy of the body, its variable replaced by the
+    // iteration's value, then unrolled inside (outer first: substituting
+    // may make inner bounds constant).
+    let copies = |l: Loop, lo: i64, hi: i64| -> Vec<Stmt> {
+        let (var, mut source) = (l.var, l.body);
+        let mut out = Vec::new();
+        for i in lo..hi {
+            // The last iteration takes the body itself.
+            let body = match i + 1 == hi {
+                true => std::mem::take(&mut source),
+                false => source.clone(),
+            };
+            for mut b in body {
+                b.substitute_in_place(var, &Affine::constant(i));
+                out.extend(unroll_stmt(b, false));
+            }
         }
+        out
+    };
+    match l.constant_range() {
+        Some((lo, hi)) if hi == lo + 1 && inlined && !top => return copies(l, lo, hi),
         _ => {}
     }
     if matches!(l.kind, LoopKind::Unrolled | LoopKind::UnrolledAccumulating) {
         if let Some((lo, hi)) = l.constant_range() {
-            // Outer first: substituting may make inner bounds constant.
-            let body: Vec<Stmt> = (lo..hi)
-                .flat_map(|i| {
-                    l.body
-                        .iter()
-                        .map(move |b| b.substitute(l.var, &Affine::constant(i)))
-                        .collect::<Vec<_>>()
-                })
-                .flat_map(|b| unroll_stmt(&b, false))
-                .collect();
-            if l.kind == LoopKind::Unrolled {
+            let (var, kind) = (l.var, l.kind);
+            let body = copies(l, lo, hi);
+            if kind == LoopKind::Unrolled {
                 return body;
             }
             // One pass of an accumulating loop around the unrolled body:
             // `accumulate` keeps its output elements in registers, then
             // inlines it.
             return vec![Stmt::Loop(Loop {
-                var: l.var,
+                var,
                 lo: vec![Bound::constant(0)],
                 hi: vec![Bound::constant(1)],
                 kind: LoopKind::Accumulating,
@@ -69,15 +73,15 @@ fn unroll_stmt(s: &Stmt, top: bool) -> Vec<Stmt> {
             })];
         }
     }
-    vec![Stmt::Loop(Loop {
-        var: l.var,
-        lo: l.lo.clone(),
-        hi: l.hi.clone(),
-        kind: match l.kind {
-            LoopKind::Unrolled => LoopKind::Serial,
-            LoopKind::UnrolledAccumulating => LoopKind::Accumulating,
-            kind => kind,
-        },
-        body: l.body.iter().flat_map(|s| unroll_stmt(s, false)).collect(),
-    })]
+    l.kind = match l.kind {
+        LoopKind::Unrolled => LoopKind::Serial,
+        LoopKind::UnrolledAccumulating => LoopKind::Accumulating,
+        kind => kind,
+    };
+    let body = std::mem::take(&mut l.body);
+    l.body = body
+        .into_iter()
+        .flat_map(|s| unroll_stmt(s, false))
+        .collect();
+    vec![Stmt::Loop(l)]
 }
