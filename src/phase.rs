@@ -33,43 +33,30 @@ struct Scatter {
 }
 
 pub fn split_phases(program: &Program) -> Program {
-    let mut out = Program {
-        statements: Vec::new(),
-        ..program.clone()
-    };
-    let mut new_index = Vec::new();
-    for st in &program.statements {
-        match scatters(st) {
-            Some(sc) => {
-                let name = &program.tensor(st.lhs.tensor).name;
-                let phases = sc.iter().map(|s| s.stride as usize).product::<usize>();
-                match looped(st, &sc, &program.tensor(st.lhs.tensor).shape) {
-                    Some(fits) => {
-                        out.notes.push(format!(
-                            "phases: {} runs as one gather over its {phases} phases into {name}@phases and one strided copy into {name}",
-                            program.statement_text(st),
-                        ));
-                        emit_looped_phases(&mut out, st, &sc, &fits);
-                    }
-                    None => {
-                        out.notes.push(format!(
-                            "phases: {} runs as {phases} gathers into {name}@.. and strided copies into {name}",
-                            program.statement_text(st),
-                        ));
-                        emit_phases(&mut out, st, &sc);
-                    }
-                }
+    program.rewrite_each(|out, st| {
+        let Some(sc) = scatters(st) else {
+            out.statements.push(st.clone());
+            return;
+        };
+        let name = &program.tensor(st.lhs.tensor).name;
+        let phases = sc.iter().map(|s| s.stride as usize).product::<usize>();
+        let text = program.statement_text(st);
+        match looped(st, &sc, &program.tensor(st.lhs.tensor).shape) {
+            Some(fits) => {
+                out.notes.push(format!(
+                    "phases: {text} runs as one gather over its {phases} phases into {name}@phases and one strided copy into {name}",
+                ));
+                let looped = vec![Phase::Looped; sc.len()];
+                emit_gather(out, st, &sc, &looped, &fits, "phases", true);
             }
-            None => out.statements.push(st.clone()),
+            None => {
+                out.notes.push(format!(
+                    "phases: {text} runs as {phases} gathers into {name}@.. and strided copies into {name}",
+                ));
+                emit_phases(out, st, &sc);
+            }
         }
-        new_index.push(out.statements.len() - 1);
-    }
-    for t in &mut out.tensors[..program.tensors.len()] {
-        if let Origin::Statement(s) = t.origin {
-            t.origin = Origin::Statement(new_index[s]);
-        }
-    }
-    out
+    })
 }
 
 /// The scattered dimensions of `st`, if it is a strided scatter whose last
@@ -109,166 +96,10 @@ fn scatters(st: &Statement) -> Option<Vec<Scatter>> {
     (out.iter().any(|s| s.dim == last) && phases <= MAX_PHASES).then_some(out)
 }
 
-/// Each phase's gather into a temporary, then its strided copy into the output.
-fn emit_phases(out: &mut Program, st: &Statement, sc: &[Scatter]) {
-    let name = out.tensor(st.lhs.tensor).name.clone();
-    let shape = out.tensor(st.lhs.tensor).shape.clone();
-    let mut first_copy = true;
-    for phase in phases(sc) {
-        // Per scattered dimension: output positions `s*q + p`, kernel taps
-        // `r = s*t + rho`, input `x = q - t - e`.
-        let mut q_extent = Vec::new();
-        let mut t_extent = Vec::new();
-        let mut rho_e = Vec::new();
-        for (s, &p) in sc.iter().zip(&phase) {
-            let rho = (p - s.offset).rem_euclid(s.stride);
-            let e = (rho + s.offset - p) / s.stride;
-            let n = shape[s.dim] as i64;
-            let r_extent = st.vars[s.r.index()].hi;
-            q_extent.push((n - p + s.stride - 1) / s.stride);
-            t_extent.push((r_extent - rho + s.stride - 1) / s.stride);
-            rho_e.push((rho, e));
-        }
-        if q_extent.iter().chain(&t_extent).any(|&n| n <= 0) {
-            continue; // no output element, or no tap reaches this phase
-        }
-        // New variables: the old ones with each `x` now the phase's output
-        // coordinate `q` and each `r` the tap index `t` (reduced, moved last).
-        let is_r = |v: usize| sc.iter().position(|s| s.r.index() == v);
-        let is_x = |v: usize| sc.iter().position(|s| s.x.index() == v);
-        let order: Vec<usize> = (0..st.vars.len())
-            .filter(|&v| is_r(v).is_none() && !st.vars[v].reduced)
-            .chain((0..st.vars.len()).filter(|&v| is_r(v).is_none() && st.vars[v].reduced))
-            .chain((0..st.vars.len()).filter(|&v| is_r(v).is_some()))
-            .collect();
-        let new_of = |v: Var| Var(order.iter().position(|&o| o == v.index()).expect("kept") as u32);
-        let vars: Vec<IndexVar> = order
-            .iter()
-            .map(|&v| {
-                let old = &st.vars[v];
-                let (hi, reduced, source) = match (is_x(v), is_r(v)) {
-                    (Some(k), _) => (q_extent[k], false, RangeSource::Where { valid: None }),
-                    (_, Some(k)) => (t_extent[k], true, RangeSource::Where { valid: None }),
-                    _ => (old.hi, old.reduced, old.source.clone()),
-                };
-                IndexVar {
-                    lo: 0,
-                    hi,
-                    reduced,
-                    source,
-                    ..old.clone()
-                }
-            })
-            .collect();
-        // Old variable → affine expression over the new ones.
-        let subst = |v: Var| -> Affine {
-            if let Some(k) = is_x(v.index()) {
-                let (q, t) = (new_of(sc[k].x), new_of(sc[k].r));
-                Affine::var(q)
-                    .add_scaled(&Affine::var(t), -1)
-                    .and_then(|a| a.add_const(-rho_e[k].1))
-                    .expect("small")
-            } else if let Some(k) = is_r(v.index()) {
-                Affine::constant(rho_e[k].0)
-                    .add_scaled(&Affine::var(new_of(sc[k].r)), sc[k].stride)
-                    .expect("small")
-            } else {
-                Affine::var(new_of(v))
-            }
-        };
-        let rewrite = |e: &Affine| {
-            e.terms
-                .iter()
-                .fold(Affine::constant(e.constant), |acc, &(v, c)| {
-                    acc.add_scaled(&subst(v), c).expect("small")
-                })
-        };
-        // The phase's dense temporary: the output's index with each
-        // scattered dimension replaced by its `q`.
-        let temp_shape: Vec<usize> = shape
-            .iter()
-            .enumerate()
-            .map(|(d, &n)| match sc.iter().position(|s| s.dim == d) {
-                Some(k) => q_extent[k] as usize,
-                None => n,
-            })
-            .collect();
-        // The output's index with scattered dimension `k` replaced by `f(k)`.
-        let lhs_with = |f: &dyn Fn(usize) -> Affine| -> Vec<Affine> {
-            st.lhs
-                .index
-                .iter()
-                .enumerate()
-                .map(|(d, e)| match sc.iter().position(|s| s.dim == d) {
-                    Some(k) => f(k),
-                    None => rewrite(e),
-                })
-                .collect()
-        };
-        let temp_index = lhs_with(&|k| Affine::var(new_of(sc[k].x)));
-        let suffix: String = phase.iter().map(|p| p.to_string()).collect();
-        let temp = TensorId(out.tensors.len() as u32);
-        out.tensors.push(Tensor {
-            name: format!("{name}@{suffix}"),
-            shape: temp_shape,
-            origin: Origin::Statement(out.statements.len()),
-        });
-        out.statements.push(Statement {
-            vars: vars.clone(),
-            lhs: Access {
-                tensor: temp,
-                index: temp_index.clone(),
-                span: st.lhs.span,
-            },
-            combine: Combine::Sum,
-            init: Init::Identity,
-            rhs: st.rhs.map_reads(&|a: &Access| Access {
-                index: a.index.iter().map(rewrite).collect(),
-                ..a.clone()
-            }),
-            op: AssignOp::Assign,
-            span: st.span,
-            epilogues: Vec::new(),
-        });
-        // `O[.., s*q + p, ..] += O@p[.., q, ..]` over the output variables.
-        let out_vars: Vec<IndexVar> = vars.iter().filter(|v| !v.reduced).cloned().collect();
-        let out_index = lhs_with(&|k| {
-            Affine::var(new_of(sc[k].x))
-                .checked_scale(sc[k].stride)
-                .and_then(|a| a.add_const(phase[k]))
-                .expect("small")
-        });
-        out.statements.push(Statement {
-            vars: out_vars,
-            lhs: Access {
-                tensor: st.lhs.tensor,
-                index: out_index,
-                span: st.lhs.span,
-            },
-            combine: Combine::Sum,
-            init: if first_copy { st.init } else { Init::Existing },
-            rhs: Expr::Read(Access {
-                tensor: temp,
-                index: temp_index,
-                span: st.lhs.span,
-            }),
-            op: AssignOp::AddAssign,
-            span: st.span,
-            epilogues: Vec::new(),
-        });
-        first_copy = false;
-    }
-    if first_copy {
-        // No phase has any tap: the statement adds nothing, but its output
-        // must still exist as it would have.
-        out.statements.push(st.clone());
-    }
-}
-
-/// Per scattered dimension, how its phase `p` enters the gather when the
-/// phases can be one loop: tap `r = s*t + rho0 + drho*p`, input
-/// `x = q - t - (e0 + de*p)`, with the same `q` and `t` extents for every
-/// phase.
+/// How phase `p` of one scattered dimension enters its gather: tap
+/// `r = s*t + rho0 + drho*p`, input `x = q - t - (e0 + de*p)`, with `q` in
+/// `0..q_extent` and `t` in `0..t_extent`.
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Fit {
     rho0: i64,
     drho: i64,
@@ -278,65 +109,132 @@ struct Fit {
     t_extent: i64,
 }
 
-/// Whether every scattered dimension's phases have equal extents and taps
-/// and offsets affine in the phase (always so for stride 2 when the output
-/// and kernel extents are even, as in a 4x4 transposed convolution).
+impl Scatter {
+    /// The fit of phase `p` alone (`drho = de = 0`), for an output extent `n`
+    /// and a kernel extent `taps`.
+    fn fit_at(&self, p: i64, n: i64, taps: i64) -> Fit {
+        let s = self.stride;
+        let rho = (p - self.offset).rem_euclid(s);
+        Fit {
+            rho0: rho,
+            drho: 0,
+            e0: (rho + self.offset - p) / s,
+            de: 0,
+            q_extent: (n - p + s - 1) / s,
+            t_extent: (taps - rho + s - 1) / s,
+        }
+    }
+}
+
+/// Which phase a gather computes, per scattered dimension.
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    /// One phase: this one.
+    At(i64),
+    /// All of them, as a loop variable of the gather.
+    Looped,
+}
+
+/// Each phase's gather into a temporary, then its strided copy into the
+/// output.
+fn emit_phases(out: &mut Program, st: &Statement, sc: &[Scatter]) {
+    let shape = out.tensor(st.lhs.tensor).shape.clone();
+    let mut first_copy = true;
+    for phase in phases(sc) {
+        let fits: Vec<Fit> = sc
+            .iter()
+            .zip(&phase)
+            .map(|(s, &p)| s.fit_at(p, shape[s.dim] as i64, st.vars[s.r.index()].hi))
+            .collect();
+        if fits.iter().any(|f| f.q_extent <= 0 || f.t_extent <= 0) {
+            continue; // no output element, or no tap reaches this phase
+        }
+        let suffix: String = phase.iter().map(|p| p.to_string()).collect();
+        let at: Vec<Phase> = phase.iter().map(|&p| Phase::At(p)).collect();
+        emit_gather(out, st, sc, &at, &fits, &suffix, first_copy);
+        first_copy = false;
+    }
+    if first_copy {
+        // No phase has any tap: the statement adds nothing, but its output
+        // must still exist as it would have.
+        out.statements.push(st.clone());
+    }
+}
+
+/// The phases of every scattered dimension as one fit affine in the phase,
+/// when all phases have the same extents (always so for stride 2 with even
+/// output and kernel extents, as in a 4x4 transposed convolution).
 fn looped(st: &Statement, sc: &[Scatter], shape: &[usize]) -> Option<Vec<Fit>> {
     sc.iter()
         .map(|s| {
-            let n = shape[s.dim] as i64;
-            let r_extent = st.vars[s.r.index()].hi;
-            let at = |p: i64| {
-                let rho = (p - s.offset).rem_euclid(s.stride);
-                let e = (rho + s.offset - p) / s.stride;
-                let q = (n - p + s.stride - 1) / s.stride;
-                let t = (r_extent - rho + s.stride - 1) / s.stride;
-                (rho, e, q, t)
-            };
-            let (rho0, e0, q_extent, t_extent) = at(0);
-            let (rho1, e1, _, _) = at(1);
+            let at = |p| s.fit_at(p, shape[s.dim] as i64, st.vars[s.r.index()].hi);
+            let (f0, f1) = (at(0), at(1));
             let fit = Fit {
-                rho0,
-                drho: rho1 - rho0,
-                e0,
-                de: e1 - e0,
-                q_extent,
-                t_extent,
+                drho: f1.rho0 - f0.rho0,
+                de: f1.e0 - f0.e0,
+                ..f0
             };
-            let fits = (0..s.stride)
-                .all(|p| at(p) == (rho0 + fit.drho * p, e0 + fit.de * p, q_extent, t_extent));
-            (fits && q_extent > 0 && t_extent > 0).then_some(fit)
+            let fits = (0..s.stride).all(|p| {
+                at(p)
+                    == Fit {
+                        rho0: fit.rho0 + fit.drho * p,
+                        e0: fit.e0 + fit.de * p,
+                        drho: 0,
+                        de: 0,
+                        ..fit
+                    }
+            });
+            (fits && fit.q_extent > 0 && fit.t_extent > 0).then_some(fit)
         })
         .collect()
 }
 
-/// The phases as loops of one gather, `O@phases[p.., .., q, ..]`, then one
-/// strided copy `O[.., s*q + p, ..] += O@phases[p.., .., q, ..]`.
-fn emit_looped_phases(out: &mut Program, st: &Statement, sc: &[Scatter], fits: &[Fit]) {
+/// One gather into a dense temporary `O@suffix` and its strided copy
+/// `O[.., s*q + p, ..] += O@suffix[.., q, ..]`. Each scattered dimension's
+/// phase is fixed or a loop variable of both (the temporary's leading
+/// indices); its output coordinate `x` becomes `q` and its tap `r` becomes
+/// `t` (reduced, moved last).
+fn emit_gather(
+    out: &mut Program,
+    st: &Statement,
+    sc: &[Scatter],
+    phase: &[Phase],
+    fits: &[Fit],
+    suffix: &str,
+    first_copy: bool,
+) {
     let name = out.tensor(st.lhs.tensor).name.clone();
     let shape = out.tensor(st.lhs.tensor).shape.clone();
-    let d = sc.len();
     let is_r = |v: usize| sc.iter().position(|s| s.r.index() == v);
     let is_x = |v: usize| sc.iter().position(|s| s.x.index() == v);
-    // Phase variables first, then the old ones (each `x` now `q`, each `r`
-    // now `t`, reduced and moved last).
+    // Looped phases' variables first, then the old ones.
+    let looped: Vec<usize> = (0..sc.len())
+        .filter(|&k| matches!(phase[k], Phase::Looped))
+        .collect();
     let order: Vec<usize> = (0..st.vars.len())
         .filter(|&v| is_r(v).is_none() && !st.vars[v].reduced)
         .chain((0..st.vars.len()).filter(|&v| is_r(v).is_none() && st.vars[v].reduced))
         .chain((0..st.vars.len()).filter(|&v| is_r(v).is_some()))
         .collect();
+    let first = looped.len();
     let new_of =
-        |v: Var| Var((d + order.iter().position(|&o| o == v.index()).expect("kept")) as u32);
-    let phase = |k: usize| Var(k as u32);
-    let mut vars: Vec<IndexVar> = sc
+        |v: Var| Var((first + order.iter().position(|&o| o == v.index()).expect("kept")) as u32);
+    // Phase `p` of dimension `k`: its variable, or its value.
+    let p_of = |k: usize| match phase[k] {
+        Phase::At(p) => Affine::constant(p),
+        Phase::Looped => Affine::var(Var(
+            looped.iter().position(|&l| l == k).expect("looped") as u32
+        )),
+    };
+    let mut vars: Vec<IndexVar> = looped
         .iter()
-        .map(|s| IndexVar {
-            name: format!("p{}", st.vars[s.x.index()].name),
+        .map(|&k| IndexVar {
+            name: format!("p{}", st.vars[sc[k].x.index()].name),
             lo: 0,
-            hi: s.stride,
+            hi: sc[k].stride,
             reduced: false,
             source: RangeSource::Where { valid: None },
-            ..st.vars[s.x.index()].clone()
+            ..st.vars[sc[k].x.index()].clone()
         })
         .collect();
     vars.extend(order.iter().map(|&v| {
@@ -354,55 +252,60 @@ fn emit_looped_phases(out: &mut Program, st: &Statement, sc: &[Scatter], fits: &
             ..old.clone()
         }
     }));
-    let affine = |terms: &[(Var, i64)], c: i64| {
-        terms.iter().fold(Affine::constant(c), |acc, &(v, k)| {
-            acc.add_scaled(&Affine::var(v), k).expect("small")
-        })
-    };
+    // Old variable → affine expression over the new ones.
     let subst = |v: Var| -> Affine {
+        let sum = |parts: &[(&Affine, i64)]| Affine::sum(parts.iter().copied()).expect("small");
         if let Some(k) = is_x(v.index()) {
             let (q, t, f) = (new_of(sc[k].x), new_of(sc[k].r), &fits[k]);
-            affine(&[(q, 1), (t, -1), (phase(k), -f.de)], -f.e0)
+            sum(&[
+                (&Affine::var(q), 1),
+                (&Affine::var(t), -1),
+                (&p_of(k), -f.de),
+                (&Affine::constant(f.e0), -1),
+            ])
         } else if let Some(k) = is_r(v.index()) {
             let f = &fits[k];
-            affine(
-                &[(new_of(sc[k].r), sc[k].stride), (phase(k), f.drho)],
-                f.rho0,
-            )
+            sum(&[
+                (&Affine::var(new_of(sc[k].r)), sc[k].stride),
+                (&p_of(k), f.drho),
+                (&Affine::constant(f.rho0), 1),
+            ])
         } else {
             Affine::var(new_of(v))
         }
     };
     let rewrite = |e: &Affine| {
-        e.terms
-            .iter()
-            .fold(Affine::constant(e.constant), |acc, &(v, c)| {
-                acc.add_scaled(&subst(v), c).expect("small")
-            })
+        let parts: Vec<(Affine, i64)> = e.terms.iter().map(|&(v, c)| (subst(v), c)).collect();
+        Affine::sum(parts.iter().map(|(a, c)| (a, *c)))
+            .and_then(|a| a.add_const(e.constant))
+            .expect("small")
     };
+    // The output's index with scattered dimension `k` replaced by `f(k)`.
     let lhs_with = |f: &dyn Fn(usize) -> Affine| -> Vec<Affine> {
         st.lhs
             .index
             .iter()
             .enumerate()
-            .map(|(dim, e)| match sc.iter().position(|s| s.dim == dim) {
+            .map(|(d, e)| match sc.iter().position(|s| s.dim == d) {
                 Some(k) => f(k),
                 None => rewrite(e),
             })
             .collect()
     };
-    let mut temp_shape: Vec<usize> = sc.iter().map(|s| s.stride as usize).collect();
-    temp_shape.extend(shape.iter().enumerate().map(|(dim, &n)| {
-        match sc.iter().position(|s| s.dim == dim) {
+    // The phase's dense temporary: looped phases first, then the output's
+    // index with each scattered dimension replaced by its `q`.
+    let mut temp_shape: Vec<usize> = looped.iter().map(|&k| sc[k].stride as usize).collect();
+    temp_shape.extend(shape.iter().enumerate().map(|(d, &n)| {
+        match sc.iter().position(|s| s.dim == d) {
             Some(k) => fits[k].q_extent as usize,
             None => n,
         }
     }));
-    let mut temp_index: Vec<Affine> = (0..d).map(|k| Affine::var(phase(k))).collect();
+    let mut temp_index: Vec<Affine> = (0..first).map(|k| Affine::var(Var(k as u32))).collect();
     temp_index.extend(lhs_with(&|k| Affine::var(new_of(sc[k].x))));
     let temp = TensorId(out.tensors.len() as u32);
     out.tensors.push(Tensor {
-        name: format!("{name}@phases"),
+        name: format!("{name}@{suffix}"),
         shape: temp_shape,
         origin: Origin::Statement(out.statements.len()),
     });
@@ -423,22 +326,19 @@ fn emit_looped_phases(out: &mut Program, st: &Statement, sc: &[Scatter], fits: &
         span: st.span,
         epilogues: Vec::new(),
     });
-    // `O[.., s*q + p, ..] += O@phases[p.., .., q, ..]` over the output variables.
+    // `O[.., s*q + p, ..] += O@..[.., q, ..]` over the output variables.
     let out_index = lhs_with(&|k| {
-        Affine::var(new_of(sc[k].x))
-            .checked_scale(sc[k].stride)
-            .and_then(|a| a.checked_add(&Affine::var(phase(k))))
-            .expect("small")
+        Affine::sum([(&Affine::var(new_of(sc[k].x)), sc[k].stride), (&p_of(k), 1)]).expect("small")
     });
     out.statements.push(Statement {
-        vars: vars.iter().filter(|v| !v.reduced).cloned().collect(),
+        vars: vars.into_iter().filter(|v| !v.reduced).collect(),
         lhs: Access {
             tensor: st.lhs.tensor,
             index: out_index,
             span: st.lhs.span,
         },
         combine: Combine::Sum,
-        init: st.init,
+        init: if first_copy { st.init } else { Init::Existing },
         rhs: Expr::Read(Access {
             tensor: temp,
             index: temp_index,

@@ -29,42 +29,29 @@ struct Window {
 }
 
 pub fn split_strides(program: &Program) -> Program {
-    let mut out = Program {
-        statements: Vec::new(),
-        ..program.clone()
-    };
-    let mut new_index = Vec::new();
     let mut copies: Vec<((TensorId, i64), TensorId)> = Vec::new();
-    for st in &program.statements {
-        match window(program, st) {
-            Some(w) => {
-                out.notes.push(format!(
-                    "strides: {} reads a copy of {} split by residue mod {}",
-                    program.statement_text(st),
-                    program.tensor(st.rhs.reads()[w.read].tensor).name,
-                    w.stride
-                ));
-                let source = st.rhs.reads()[w.read].tensor;
-                let copy = match copies.iter().find(|(k, _)| *k == (source, w.stride)) {
-                    Some((_, c)) => *c,
-                    None => {
-                        let c = split_copy(&mut out, source, w.stride, st);
-                        copies.push(((source, w.stride), c));
-                        c
-                    }
-                };
-                emit_residues(&mut out, st, &w, copy);
+    program.rewrite_each(|out, st| {
+        let Some(w) = window(program, st) else {
+            out.statements.push(st.clone());
+            return;
+        };
+        let source = st.rhs.reads()[w.read].tensor;
+        out.notes.push(format!(
+            "strides: {} reads a copy of {} split by residue mod {}",
+            program.statement_text(st),
+            program.tensor(source).name,
+            w.stride
+        ));
+        let copy = match copies.iter().find(|(k, _)| *k == (source, w.stride)) {
+            Some((_, c)) => *c,
+            None => {
+                let c = split_copy(out, source, w.stride, st);
+                copies.push(((source, w.stride), c));
+                c
             }
-            None => out.statements.push(st.clone()),
-        }
-        new_index.push(out.statements.len() - 1);
-    }
-    for t in &mut out.tensors[..program.tensors.len()] {
-        if let Origin::Statement(s) = t.origin {
-            t.origin = Origin::Statement(new_index[s]);
-        }
-    }
-    out
+        };
+        emit_residues(out, st, &w, copy);
+    })
 }
 
 /// Points of a statement per element of the strided tensor below which the

@@ -257,6 +257,28 @@ impl Program {
     }
 
     /// A statement as a formula, e.g. `O[i, j] = A[i, k] * B[k, j]`.
+    /// The program with each statement replaced by those `f` pushes for it
+    /// onto `out` (at least one, the last writing the statement's output
+    /// version), the tensors' origins following: how the rewriting passes
+    /// (phases, strides) are built.
+    pub fn rewrite_each(&self, mut f: impl FnMut(&mut Program, &Statement)) -> Program {
+        let mut out = Program {
+            statements: Vec::new(),
+            ..self.clone()
+        };
+        let mut new_index = Vec::new();
+        for st in &self.statements {
+            f(&mut out, st);
+            new_index.push(out.statements.len() - 1);
+        }
+        for t in &mut out.tensors[..self.tensors.len()] {
+            if let Origin::Statement(s) = t.origin {
+                t.origin = Origin::Statement(new_index[s]);
+            }
+        }
+        out
+    }
+
     pub fn statement_text(&self, st: &Statement) -> String {
         let name = |v: Var| st.vars[v.index()].name.clone();
         let access = |a: &Access| {
