@@ -229,7 +229,7 @@ fn emit_gather(
     let mut vars: Vec<IndexVar> = looped
         .iter()
         .map(|&k| IndexVar {
-            name: format!("p{}", st.vars[sc[k].x.index()].name),
+            name: st.fresh_name(format!("p{}", st.vars[sc[k].x.index()].name)),
             lo: 0,
             hi: sc[k].stride,
             reduced: false,

@@ -29,6 +29,8 @@ struct Window {
 }
 
 pub fn split_strides(program: &Program) -> Program {
+    // Copies of a caller's input, shared by the statements that read it
+    // (any other tensor may change between them: `T += ..`).
     let mut copies: Vec<((TensorId, i64), TensorId)> = Vec::new();
     program.rewrite_each(|out, st| {
         let Some(w) = window(program, st) else {
@@ -46,7 +48,9 @@ pub fn split_strides(program: &Program) -> Program {
             Some((_, c)) => *c,
             None => {
                 let c = split_copy(out, source, w.stride, st);
-                copies.push(((source, w.stride), c));
+                if program.tensor(source).origin == Origin::Input {
+                    copies.push(((source, w.stride), c));
+                }
                 c
             }
         };
@@ -82,12 +86,21 @@ fn window(program: &Program, st: &Statement) -> Option<Window> {
         let var = &st.vars[tap.index()];
         let shape = &program.tensor(a.tensor).shape;
         let elements = shape.iter().product::<usize>() as f64;
+        // The read stays inside `X` at every point: the copy's last column
+        // holds zeros past `X`'s end (when `s` does not divide its width),
+        // which must not stand in for points the domain rule leaves out.
+        let range = |v: Var| (st.vars[v.index()].lo, st.vars[v.index()].hi);
+        let width = *shape.last()? as i64;
+        let inside = last
+            .bounds_over(&range)
+            .is_some_and(|(lo, hi)| lo >= 0 && hi < width);
         if stride > 1
+            && inside
             && points >= MIN_REUSE * elements
             && var.reduced
             && var.lo == 0
             && rest.iter().all(|e| e.coeff(tap) == 0 && e.coeff(j) == 0)
-            && *shape.last()? as i64 >= stride
+            && width >= stride
         {
             return Some(Window {
                 read: k,
@@ -167,7 +180,7 @@ fn emit_residues(out: &mut Program, st: &Statement, w: &Window, copy: TensorId) 
     for rho in 0..s.min(taps) {
         let mut vars = st.vars.clone();
         vars[w.tap.index()] = IndexVar {
-            name: format!("{}{rho}", st.vars[w.tap.index()].name),
+            name: st.fresh_name(format!("{}{rho}", st.vars[w.tap.index()].name)),
             lo: 0,
             hi: (taps - rho + s - 1) / s,
             source: RangeSource::Where { valid: None },

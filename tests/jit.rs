@@ -96,6 +96,48 @@ fn strided_windows_read_a_copy_split_by_residue() {
     }
 }
 
+/// Regressions from a review of the stride pass: a window whose last
+/// column reaches past the input where the domain rule (not a padded copy)
+/// leaves points out, with `max=` and with a sum that is not a product —
+/// the copy's zero past the end must not stand in for them; and a copy of
+/// a temporary that changes (`T += ..`) between two statements reading it.
+#[test]
+fn strided_windows_keep_the_domain_and_follow_their_source() {
+    let cases: [(&str, &[(&str, &[usize])]); 3] = [
+        (
+            "O[k,j] max= I[c,2*j+r] * W[k,c,r] where j in 0..5",
+            &[("I", &[2, 9]), ("W", &[8, 2, 3])],
+        ),
+        (
+            "O[k,j] = I[c,2*j+r] + W[k,c,r] where j in 0..5",
+            &[("I", &[2, 9]), ("W", &[8, 2, 3])],
+        ),
+        (
+            "T[c,x] = I[c,x]; O[k,j] = T[c,2*j+r] * W[k,c,r]; T[c,x] += I[c,x]; P[k,j] = T[c,2*j+r] * W[k,c,r]",
+            &[("I", &[4, 21]), ("W", &[8, 4, 5])],
+        ),
+    ];
+    for (src, shapes) in cases {
+        let list: Vec<(&str, ArrayD<f32>)> = shapes
+            .iter()
+            .enumerate()
+            .map(|(k, (name, s))| (*name, rand(s, k as u64 + 7)))
+            .collect();
+        let want = reference(src, &inputs(&list));
+        let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
+            list.iter().map(|(name, a)| (*name, a.view())).collect();
+        for threads in [1, 2] {
+            let kernel = Kernel::compile(src, shapes)
+                .unwrap_or_else(|e| panic!("{src}: {e}"))
+                .with_threads(threads);
+            let got = kernel.run(&views).unwrap();
+            for (name, w) in &want {
+                assert_close(&got[name], w, 1e-4);
+            }
+        }
+    }
+}
+
 #[test]
 fn strided_and_transposed_views() {
     let a = rand(&[6, 8], 1);

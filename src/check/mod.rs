@@ -205,6 +205,17 @@ impl Statement {
         self.vars[v.index()].name.clone()
     }
 
+    /// `base`, or `base'`, `base''`..., whichever no variable of the
+    /// statement is named yet (for variables a pass adds, so that a
+    /// schedule names each loop unambiguously).
+    pub fn fresh_name(&self, base: String) -> String {
+        let mut name = base;
+        while self.vars.iter().any(|v| v.name == name) {
+            name.push('\'');
+        }
+        name
+    }
+
     /// Every access of the statement: the write, then the reads.
     pub fn accesses(&self) -> Vec<&Access> {
         let mut all = vec![&self.lhs];
