@@ -103,7 +103,8 @@ fn strided_windows_read_a_copy_split_by_residue() {
 /// a temporary that changes (`T += ..`) between two statements reading it.
 #[test]
 fn strided_windows_keep_the_domain_and_follow_their_source() {
-    let cases: [(&str, &[(&str, &[usize])]); 3] = [
+    type Shapes<'a> = &'a [(&'a str, &'a [usize])];
+    let cases: [(&str, Shapes); 3] = [
         (
             "O[k,j] max= I[c,2*j+r] * W[k,c,r] where j in 0..5",
             &[("I", &[2, 9]), ("W", &[8, 2, 3])],
