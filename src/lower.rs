@@ -75,8 +75,10 @@ fn lower_statement(func: &mut Func, st: &check::Statement, spec: &Spec) {
         .iter()
         .any(|d| matches!(d.kind, LoopKind::Vectorized(_)));
     let in_nest = initialised_in_nest(func, st);
+    let copy_in_nest = copied_in_nest(func, st);
     match st.init {
         Init::Identity if in_nest => {}
+        Init::CopyOf(_) if copy_in_nest.is_some() => {}
         Init::Identity => {
             let c = st.combine.identity();
             let nest = fill_nest(func, out, vector, |_, lanes| match lanes {
@@ -98,8 +100,46 @@ fn lower_statement(func: &mut Func, st: &check::Statement, spec: &Spec) {
         Init::Existing => {}
     }
 
-    let nest = compute_nest(func, st, spec, in_nest);
+    let nest = compute_nest(func, st, spec, in_nest, copy_in_nest);
     func.body.extend(nest);
+}
+
+/// For `+=` into a caller's input whose points each add to a distinct
+/// output element and together reach every one (plain variables spanning
+/// the output, or phases `s*q + p` tiling it, as a transposed
+/// convolution's copy does), the copy to add into: the nest then stores
+/// `X[e] + value` once per element, with no separate copy pass.
+fn copied_in_nest(func: &Func, st: &check::Statement) -> Option<BufId> {
+    let Init::CopyOf(src) = st.init else {
+        return None;
+    };
+    let shape = &func.buffers[st.lhs.tensor.index()].shape;
+    let range = |v: Var| (st.vars[v.index()].lo, st.vars[v.index()].hi);
+    let mut seen = Vec::new();
+    let mut fresh = |v: Var| {
+        !st.vars[v.index()].reduced && !seen.contains(&v) && {
+            seen.push(v);
+            true
+        }
+    };
+    let covers = st.lhs.index.iter().zip(shape).all(|(e, &n)| {
+        let n = n as i64;
+        match (e.as_var(), e.terms.as_slice()) {
+            (Some(v), _) => range(v) == (0, n) && fresh(v),
+            (None, &[(a, ca), (b, cb)]) if e.constant == 0 => {
+                let (q, s, p) = match (ca, cb) {
+                    (s, 1) if s > 1 => (a, s, b),
+                    (1, s) if s > 1 => (b, s, a),
+                    _ => return false,
+                };
+                n % s == 0 && range(p) == (0, s) && range(q) == (0, n / s) && fresh(p) && fresh(q)
+            }
+            _ => false,
+        }
+    });
+    let no_reduction = st.vars.iter().all(|v| !v.reduced);
+    (st.combine == Combine::Sum && no_reduction && covers && !clips_output(func, st))
+        .then_some(BufId(src.0))
 }
 
 /// Whether the left-hand side is distinct plain output variables, so that
@@ -127,8 +167,14 @@ fn initialised_in_nest(func: &Func, st: &check::Statement) -> bool {
             .is_some_and(|v| st.vars[v.index()].lo == 0 && st.vars[v.index()].hi == n as i64)
     });
     let plain = one_point_per_element(st) && spans;
+    st.init == Init::Identity && plain && !clips_output(func, st)
+}
+
+/// Whether a read that may leave its tensor, through output variables
+/// alone, restricts the output loops (so some elements get no point).
+fn clips_output(func: &Func, st: &check::Statement) -> bool {
     let range = |v: Var| (st.vars[v.index()].lo, st.vars[v.index()].hi);
-    let clips_output = st.rhs.reads().iter().any(|a| {
+    st.rhs.reads().iter().any(|a| {
         let shape = &func.buffers[a.tensor.index()].shape;
         a.index.iter().zip(shape).any(|(e, &n)| {
             let c = Constraint {
@@ -138,8 +184,7 @@ fn initialised_in_nest(func: &Func, st: &check::Statement) -> bool {
             };
             !is_trivial(&c, &range) && e.vars().all(|v| !st.vars[v.index()].reduced)
         })
-    });
-    st.init == Init::Identity && plain && !clips_output
+    })
 }
 
 /// The compute nest of `st` shaped by `spec`: one loop per dimension in
@@ -150,7 +195,13 @@ fn initialised_in_nest(func: &Func, st: &check::Statement) -> bool {
 /// element at the operator's identity itself: right before the outermost
 /// reduction loop, over the output loops inside it (or, with no reduction,
 /// by storing the value directly).
-fn compute_nest(func: &mut Func, st: &check::Statement, spec: &Spec, init: bool) -> Vec<Stmt> {
+fn compute_nest(
+    func: &mut Func,
+    st: &check::Statement,
+    spec: &Spec,
+    init: bool,
+    copy_from: Option<BufId>,
+) -> Vec<Stmt> {
     let shapes: Vec<Vec<usize>> = func.buffers.iter().map(|b| b.shape.clone()).collect();
     let range = |v: Var| spec.dim_range(v);
     let mut constraints = spec.constraints(st, &|t| shapes[t].clone());
@@ -209,11 +260,19 @@ fn compute_nest(func: &mut Func, st: &check::Statement, spec: &Spec, init: bool)
     // With no reduction each element gets one value, stored directly: `0 +
     // v` is `v`; `max(-inf, v)` is not when `v` is NaN, so `max=`/`min=`
     // keep the identity in the expression (or combine with a fill).
-    let value = lower_expr(&st.rhs, &read);
-    let direct = first_reduced.is_none()
-        && st.init == Init::Identity
-        && one_point_per_element(st)
-        && (init || st.combine == Combine::Sum);
+    let value = match copy_from {
+        Some(src) => ir::Expr::Binary(
+            BinOp::Add,
+            Box::new(ir::Expr::load(src, out_index.clone())),
+            Box::new(lower_expr(&st.rhs, &read)),
+        ),
+        None => lower_expr(&st.rhs, &read),
+    };
+    let direct = copy_from.is_some()
+        || first_reduced.is_none()
+            && st.init == Init::Identity
+            && one_point_per_element(st)
+            && (init || st.combine == Combine::Sum);
     let store = Stmt::Store {
         buf: out,
         index: out_index.clone(),

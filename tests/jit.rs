@@ -139,6 +139,52 @@ fn strided_windows_keep_the_domain_and_follow_their_source() {
     }
 }
 
+/// `+=` into a caller's input: when the statement's points reach every
+/// output element once (plain variables spanning it, or phases tiling it)
+/// the nest adds to the input's element as it stores, with no copy pass;
+/// otherwise the copy stays. Each against the reference.
+#[test]
+fn accumulating_into_an_input_copies_it_only_when_needed() {
+    type Shapes<'a> = &'a [(&'a str, &'a [usize])];
+    let cases: [(&str, Shapes, bool); 4] = [
+        (
+            "O[i,j] += A[i,j] * 2",
+            &[("A", &[5, 9]), ("O", &[5, 9])],
+            true,
+        ),
+        (
+            "O[b,k,2*i+rx-1] += I[b,c,i] * W[c,k,rx]",
+            &[("I", &[2, 3, 7]), ("W", &[3, 4, 4]), ("O", &[2, 4, 14])],
+            true,
+        ),
+        (
+            "O[i] += A[i] where i in 0..3",
+            &[("A", &[5]), ("O", &[5])],
+            false,
+        ),
+        (
+            "O[k,2*i+rx] += I[c,i] * W[c,k,rx]",
+            &[("I", &[2, 5]), ("W", &[2, 3, 3]), ("O", &[3, 11])],
+            false,
+        ),
+    ];
+    for (src, shapes, in_nest) in cases {
+        let list: Vec<(&str, ArrayD<f32>)> = shapes
+            .iter()
+            .enumerate()
+            .map(|(k, (name, s))| (*name, rand(s, k as u64 + 1)))
+            .collect();
+        let want = reference(src, &inputs(&list));
+        let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
+            list.iter().map(|(name, a)| (*name, a.view())).collect();
+        let kernel = Kernel::compile(src, shapes).unwrap_or_else(|e| panic!("{src}: {e}"));
+        let dump = kernel.scheduled_ir();
+        assert_eq!(!dump.contains("O'[d0"), in_nest, "{src}\n{dump}");
+        let got = kernel.run(&views).unwrap();
+        assert_close(&got["O"], &want["O"], 1e-4);
+    }
+}
+
 #[test]
 fn strided_and_transposed_views() {
     let a = rand(&[6, 8], 1);
