@@ -39,6 +39,30 @@ fn every_operation_with_dimensions_of_1_3_7_17() {
     }
 }
 
+/// Compile `src` for random inputs of `shapes` on one and two threads, check
+/// every output against the reference evaluator, and hand each kernel's
+/// scheduled dump to `dump`.
+fn check_compiled(src: &str, shapes: &[(&str, &[usize])], dump: impl Fn(&str)) {
+    let list: Vec<(&str, ArrayD<f32>)> = shapes
+        .iter()
+        .enumerate()
+        .map(|(k, (name, s))| (*name, rand(s, k as u64 + 3)))
+        .collect();
+    let want = reference(src, &inputs(&list));
+    let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
+        list.iter().map(|(name, a)| (*name, a.view())).collect();
+    for threads in [1, 2] {
+        let kernel = Kernel::compile(src, shapes)
+            .unwrap_or_else(|e| panic!("{src}: {e}"))
+            .with_threads(threads);
+        dump(&kernel.scheduled_ir());
+        let got = kernel.run(&views).unwrap();
+        for (name, w) in &want {
+            assert_close(&got[name], w, 1e-4);
+        }
+    }
+}
+
 /// Strided windows read a copy split by residue (`src/stride.rs`): strides
 /// 2 and 3, widths the stride does not divide, padding before the window
 /// and none, 1D/2D/3D, and a dilated stride (a tap stepping by 2: left as
@@ -75,24 +99,10 @@ fn strided_windows_read_a_copy_split_by_residue() {
         ),
     ];
     for (src, shapes, split) in cases {
-        let list: Vec<(&str, ArrayD<f32>)> = shapes
-            .iter()
-            .enumerate()
-            .map(|(k, (name, s))| (*name, rand(s, k as u64 + 3)))
-            .collect();
-        let want = reference(&src, &inputs(&list));
-        let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
-            list.iter().map(|(name, a)| (*name, a.view())).collect();
-        let dims: Vec<(&str, &[usize])> = list.iter().map(|(n, a)| (*n, a.shape())).collect();
-        for threads in [1, 2] {
-            let kernel = Kernel::compile(&src, &dims)
-                .unwrap_or_else(|e| panic!("{src}: {e}"))
-                .with_threads(threads);
-            let dump = kernel.scheduled_ir();
-            assert_eq!(dump.contains("split by residue"), split, "{src}\n{dump}");
-            let got = kernel.run(&views).unwrap();
-            assert_close(&got["O"], &want["O"], 1e-4);
-        }
+        let dims: Vec<(&str, &[usize])> = shapes.iter().map(|(n, s)| (*n, s.as_slice())).collect();
+        check_compiled(&src, &dims, |dump| {
+            assert_eq!(dump.contains("split by residue"), split, "{src}\n{dump}")
+        });
     }
 }
 
@@ -119,23 +129,7 @@ fn strided_windows_keep_the_domain_and_follow_their_source() {
         ),
     ];
     for (src, shapes) in cases {
-        let list: Vec<(&str, ArrayD<f32>)> = shapes
-            .iter()
-            .enumerate()
-            .map(|(k, (name, s))| (*name, rand(s, k as u64 + 7)))
-            .collect();
-        let want = reference(src, &inputs(&list));
-        let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
-            list.iter().map(|(name, a)| (*name, a.view())).collect();
-        for threads in [1, 2] {
-            let kernel = Kernel::compile(src, shapes)
-                .unwrap_or_else(|e| panic!("{src}: {e}"))
-                .with_threads(threads);
-            let got = kernel.run(&views).unwrap();
-            for (name, w) in &want {
-                assert_close(&got[name], w, 1e-4);
-            }
-        }
+        check_compiled(src, shapes, |_| {});
     }
 }
 
@@ -169,19 +163,9 @@ fn accumulating_into_an_input_copies_it_only_when_needed() {
         ),
     ];
     for (src, shapes, in_nest) in cases {
-        let list: Vec<(&str, ArrayD<f32>)> = shapes
-            .iter()
-            .enumerate()
-            .map(|(k, (name, s))| (*name, rand(s, k as u64 + 1)))
-            .collect();
-        let want = reference(src, &inputs(&list));
-        let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
-            list.iter().map(|(name, a)| (*name, a.view())).collect();
-        let kernel = Kernel::compile(src, shapes).unwrap_or_else(|e| panic!("{src}: {e}"));
-        let dump = kernel.scheduled_ir();
-        assert_eq!(!dump.contains("O'[d0"), in_nest, "{src}\n{dump}");
-        let got = kernel.run(&views).unwrap();
-        assert_close(&got["O"], &want["O"], 1e-4);
+        check_compiled(src, shapes, |dump| {
+            assert_eq!(!dump.contains("O'[d0"), in_nest, "{src}\n{dump}")
+        });
     }
 }
 
