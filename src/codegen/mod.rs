@@ -241,13 +241,9 @@ fn compile_nest(
         fctx,
     )?;
     let function = ctx.func.clone();
-    ctx.set_disasm(std::env::var("EINJIT_ASM").is_ok());
     let compiled = ctx
         .compile(&**isa, &mut Default::default())
         .map_err(|e| err(format!("{:?}", e.inner)))?;
-    if let Some(v) = &compiled.vcode {
-        eprintln!("=== nest{n}\n{v}");
-    }
     let alignment = u64::from(compiled.buffer.alignment);
     let code = compiled.code_buffer().to_vec();
     let relocs = compiled
