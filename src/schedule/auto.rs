@@ -46,7 +46,7 @@ enum ReductionOrder {
     /// The longest innermost (a convolution's channels inside its taps).
     LongestInner,
     /// Longest innermost for a window of at least 3 taps in two or more
-    /// dimensions (3x3 and 3x3x3 convolutions: +7-15%, measured), else as
+    /// dimensions (3x3 and 3x3x3 convolutions: +11-14%, measured), else as
     /// written (a 1D window, a stride-2 convolution's residues and a
     /// transposed convolution's 2x2 phases were 8-35% slower with their
     /// channels innermost, and their taps unrolled around the tile win).
@@ -64,7 +64,8 @@ const TILE: Tile = Tile {
 
 /// Alternatives an empirical search times against [`TILE`]: the longest
 /// reduction innermost (a convolution's channels inside its kernel taps),
-/// and a 4×12 tile (also twelve accumulators, fewer broadcasts per FMA).
+/// the reductions as written, and a 4×12 tile (also twelve accumulators,
+/// fewer broadcasts per FMA).
 const ALTERNATIVES: [Tile; 3] = [
     Tile {
         order: ReductionOrder::LongestInner,
