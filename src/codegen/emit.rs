@@ -6,14 +6,15 @@
 //! (column-major for a tile), its counter last, the order Cranelift then
 //! schedules in. Addresses are strength-reduced: each loop keeps induction
 //! pointers for the offsets its body uses most, bumped on the back edge, so
-//! an access is a pointer plus the load's immediate offset. Reads of buffers
-//! the nest does not write are `readonly` and `can_move`, so Cranelift may hoist them; each
-//! broadcast one has its own alias region, so it folds into its FMA's
+//! an access is a pointer plus the load's immediate offset. Reads no store
+//! can change under them (see `movable_loads`) are `readonly` and
+//! `can_move`, so Cranelift places them at their use and may hoist them;
+//! each broadcast one has its own alias region, so it folds into its FMA's
 //! `vbroadcastss` instead of one shared register (`../shared/CRANELIFT.md`
 //! measured each of these on this machine).
 
 use super::libm::Libm;
-use crate::affine::{ceil_div, floor_div, Affine};
+use crate::affine::{ceil_div, floor_div, Affine, Var};
 use crate::check::Combine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ir::{BinOp, Bound, BufId, Expr, Func, LocalId, Loop, Stmt, UnOp, LANES};
@@ -38,6 +39,7 @@ pub fn emit_nest(
     for op in [UnOp::Exp, UnOp::Log, UnOp::Tanh, UnOp::Sigmoid] {
         refs.push((op, libm.import(op, clfunc).expect("declared")));
     }
+    let strides: Vec<Vec<i64>> = func.buffers.iter().map(|x| x.strides()).collect();
     let mut b = FunctionBuilder::new(clfunc, fctx);
     let entry = b.create_block();
     b.append_block_params_for_function_params(entry);
@@ -52,7 +54,8 @@ pub fn emit_nest(
         known: vec![None; func.var_names.len()],
         locals: vec![None; func.locals.len()],
         bases: vec![None; func.buffers.len()],
-        strides: func.buffers.iter().map(|x| x.strides()).collect(),
+        movable: movable_loads(func, nest, &strides),
+        strides,
         bufs: params[0],
         parallel: split_parallel.then_some((params[1], params[2])),
         libm: refs,
@@ -60,7 +63,6 @@ pub fn emit_nest(
         pointers: Vec::new(),
         carried_vectors: 0,
         broadcasts: Vec::new(),
-        movable: movable_loads(func, nest),
     };
     // Base pointers of the buffers the nest touches, loaded once on entry.
     let mut used = vec![false; func.buffers.len()];
@@ -133,7 +135,7 @@ fn codegen_error(msg: String) -> Error {
 }
 
 impl Emitter<'_, '_> {
-    fn var(&mut self, v: crate::affine::Var) -> Variable {
+    fn var(&mut self, v: Var) -> Variable {
         if let Some(x) = self.vars[v.index()] {
             return x;
         }
@@ -534,7 +536,6 @@ impl Emitter<'_, '_> {
         self.splat_if(x, ty)
     }
 
-    /// `old` combined with `value`: `fma` for a sum of a product when the CPU has it.
     /// Whether `x`, broadcast, is loaded afresh for each use: a scalar of
     /// a buffer no store can change, used by few FMAs of the loop.
     fn loaded_per_use(&self, x: &Expr) -> bool {
@@ -560,6 +561,7 @@ impl Emitter<'_, '_> {
         Ok(self.b.ins().fma(x, y, z))
     }
 
+    /// `old` combined with `value`: `fma` for a sum of a product when the CPU has it.
     fn combine(&mut self, c: Combine, old: Value, value: &Expr) -> Result<Value> {
         match (c, value) {
             (Combine::Sum, Expr::Binary(BinOp::Mul, x, y)) if self.fma => self.fma(x, y, old),
@@ -797,78 +799,67 @@ fn carried_locals(body: &[Stmt], assigned: &mut Vec<LocalId>, out: &mut Vec<Loca
 ///   to the buffer, so it cannot be hoisted (or merged with another load)
 ///   past an iteration's stores: Cranelift hoists an instruction only out of
 ///   loops its operands do not depend on, to just before that loop.
-fn movable_loads(func: &Func, nest: &Stmt) -> Vec<bool> {
+fn movable_loads(func: &Func, nest: &Stmt, strides: &[Vec<i64>]) -> Vec<bool> {
     let n = func.buffers.len();
-    let strides: Vec<Vec<i64>> = func.buffers.iter().map(|b| b.strides()).collect();
-    let mut stored = vec![false; n];
-    let mut loaded_before_store = vec![false; n];
+    let mut movable = vec![true; n];
+    // Per buffer, the loops around any store to it; a load before a store
+    // keeps the buffer's loads in place.
+    let mut storing: Vec<Vec<Var>> = vec![Vec::new(); n];
     let mut loaded = vec![false; n];
-    in_program_order(nest, &mut |buf, _, store| {
+    walk_with_loops(nest, &mut Vec::new(), &mut |around, buf, _, store| {
         let b = buf.index();
         if store {
-            stored[b] = true;
-            loaded_before_store[b] |= loaded[b];
+            movable[b] &= !loaded[b];
+            for &v in around {
+                if !storing[b].contains(&v) {
+                    storing[b].push(v);
+                }
+            }
         } else {
             loaded[b] = true;
         }
     });
-    let mut movable: Vec<bool> = (0..n).map(|b| !loaded_before_store[b]).collect();
-    // Loops enclosing each load, and whether they store to its buffer.
-    fn visit(
-        s: &Stmt,
-        around: &mut Vec<(crate::affine::Var, Vec<bool>)>,
-        strides: &[Vec<i64>],
-        movable: &mut [bool],
-    ) {
-        match s {
-            Stmt::Loop(l) => {
-                let mut stores = vec![false; movable.len()];
-                s.for_each_access(&mut |buf, _, store| stores[buf.index()] |= store);
-                around.push((l.var, stores));
-                l.body
-                    .iter()
-                    .for_each(|b| visit(b, around, strides, movable));
-                around.pop();
-            }
-            _ => s.for_each_access(&mut |buf, index, store| {
-                let b = buf.index();
-                let depends = |v| {
-                    index
-                        .iter()
-                        .zip(&strides[b])
-                        .map(|(e, s)| e.coeff(v) * s)
-                        .sum::<i64>()
-                        != 0
-                };
-                if !store && around.iter().any(|(v, st)| st[b] && !depends(*v)) {
-                    movable[b] = false;
-                }
-            }),
+    // Each load's address must move with every loop around it that stores.
+    walk_with_loops(nest, &mut Vec::new(), &mut |around, buf, index, store| {
+        let b = buf.index();
+        let depends = |v: Var| {
+            index
+                .iter()
+                .zip(&strides[b])
+                .map(|(e, s)| e.coeff(v) * s)
+                .sum::<i64>()
+                != 0
+        };
+        if !store
+            && around
+                .iter()
+                .any(|&v| storing[b].contains(&v) && !depends(v))
+        {
+            movable[b] = false;
         }
-    }
-    visit(nest, &mut Vec::new(), &strides, &mut movable);
+    });
     movable
 }
 
-/// Every access of `s` in the order it happens: a statement's loads before
-/// its store.
-fn in_program_order(s: &Stmt, f: &mut dyn FnMut(BufId, &[Affine], bool)) {
+/// Every access of `s` in program order, with the variables of the loops
+/// around it.
+fn walk_with_loops(
+    s: &Stmt,
+    around: &mut Vec<Var>,
+    f: &mut dyn FnMut(&[Var], BufId, &[Affine], bool),
+) {
     match s {
-        Stmt::Loop(l) => l.body.iter().for_each(|b| in_program_order(b, f)),
-        Stmt::Store { buf, index, .. } => {
-            s.for_each_access(&mut |b, i, store| {
-                if !store {
-                    f(b, i, false)
-                }
-            });
-            f(*buf, index, true);
+        Stmt::Loop(l) => {
+            around.push(l.var);
+            l.body.iter().for_each(|b| walk_with_loops(b, around, f));
+            around.pop();
         }
-        Stmt::Assign { .. } => s.for_each_access(f),
+        _ => s.for_each_access(&mut |buf, index, store| f(around, buf, index, store)),
     }
 }
 
 /// Variables of the loops inside `body`.
-fn nested_vars(body: &[Stmt], out: &mut Vec<crate::affine::Var>) {
+fn nested_vars(body: &[Stmt], out: &mut Vec<Var>) {
     for s in body {
         if let Stmt::Loop(l) = s {
             out.push(l.var);

@@ -14,13 +14,7 @@ impl Stmt {
     /// [`Stmt::substitute`] on the statement itself (the unroll pass makes
     /// one copy per iteration and rewrites it, rather than two).
     pub fn substitute_in_place(&mut self, v: Var, by: &Affine) {
-        let sub = |e: &mut Affine| {
-            if e.coeff(v) != 0 {
-                *e = e
-                    .substitute(v, by)
-                    .expect("substituted index stays in range");
-            }
-        };
+        let sub = |e: &mut Affine| substitute_index(e, v, by);
         match self {
             Stmt::Loop(l) => {
                 for b in l.lo.iter_mut().chain(l.hi.iter_mut()) {
@@ -39,6 +33,15 @@ impl Stmt {
     }
 }
 
+/// `e` with `v` replaced by `by`, left alone (no copy) when `v` is absent.
+fn substitute_index(e: &mut Affine, v: Var, by: &Affine) {
+    if e.coeff(v) != 0 {
+        *e = e
+            .substitute(v, by)
+            .expect("substituted index stays in range");
+    }
+}
+
 /// A rewrite of one load: `(buf, index, lanes, step)` → its replacement.
 pub type LoadRewrite<'a> = dyn Fn(BufId, &[Affine], u32, i64) -> Expr + 'a;
 
@@ -51,13 +54,7 @@ impl Expr {
 
     pub fn substitute_in_place(&mut self, v: Var, by: &Affine) {
         match self {
-            Expr::Load { index, .. } => {
-                for e in index.iter_mut().filter(|e| e.coeff(v) != 0) {
-                    *e = e
-                        .substitute(v, by)
-                        .expect("substituted index stays in range");
-                }
-            }
+            Expr::Load { index, .. } => index.iter_mut().for_each(|e| substitute_index(e, v, by)),
             Expr::Const(_) | Expr::Local(_) => {}
             Expr::Broadcast(x) | Expr::Reduce(_, x) | Expr::Unary(_, x) => {
                 x.substitute_in_place(v, by)
@@ -161,16 +158,16 @@ impl Stmt {
         }
     }
 
-    /// Every load and store in the statement: buffer, index, and whether it
-    /// is a store.
+    /// Every load and store in the statement, in the order they happen (a
+    /// store's loads before it): buffer, index, and whether it is a store.
     pub fn for_each_access(&self, f: &mut dyn FnMut(BufId, &[Affine], bool)) {
         match self {
             Stmt::Loop(l) => l.body.iter().for_each(|s| s.for_each_access(f)),
             Stmt::Store {
                 buf, index, value, ..
             } => {
-                f(*buf, index, true);
                 value.for_each_load(f);
+                f(*buf, index, true);
             }
             Stmt::Assign { value, .. } => value.for_each_load(f),
         }
