@@ -104,70 +104,76 @@ fn lower_statement(func: &mut Func, st: &check::Statement, spec: &Spec) {
     func.body.extend(nest);
 }
 
-/// For `+=` into a caller's input whose points each add to a distinct
-/// output element and together reach every one (plain variables spanning
-/// the output, or phases `s*q + p` tiling it, as a transposed
-/// convolution's copy does), the copy to add into: the nest then stores
+/// For `+=` into a caller's input whose points reach every output element
+/// once (see [`covers_output`]), the copy to add into: the nest then stores
 /// `X[e] + value` once per element, with no separate copy pass.
 fn copied_in_nest(func: &Func, st: &check::Statement) -> Option<BufId> {
     let Init::CopyOf(src) = st.init else {
         return None;
     };
-    let shape = &func.buffers[st.lhs.tensor.index()].shape;
-    let range = |v: Var| (st.vars[v.index()].lo, st.vars[v.index()].hi);
-    let mut seen = Vec::new();
-    let mut fresh = |v: Var| {
-        !st.vars[v.index()].reduced && !seen.contains(&v) && {
-            seen.push(v);
-            true
-        }
-    };
-    let covers = st.lhs.index.iter().zip(shape).all(|(e, &n)| {
-        let n = n as i64;
-        match (e.as_var(), e.terms.as_slice()) {
-            (Some(v), _) => range(v) == (0, n) && fresh(v),
-            (None, &[(a, ca), (b, cb)]) if e.constant == 0 => {
-                let (q, s, p) = match (ca, cb) {
-                    (s, 1) if s > 1 => (a, s, b),
-                    (1, s) if s > 1 => (b, s, a),
-                    _ => return false,
-                };
-                n % s == 0 && range(p) == (0, s) && range(q) == (0, n / s) && fresh(p) && fresh(q)
-            }
-            _ => false,
-        }
-    });
     let no_reduction = st.vars.iter().all(|v| !v.reduced);
-    (st.combine == Combine::Sum && no_reduction && covers && !clips_output(func, st))
-        .then_some(BufId(src.0))
+    (st.combine == Combine::Sum && no_reduction && covers_output(func, st)).then_some(BufId(src.0))
 }
 
-/// Whether the left-hand side is distinct plain output variables, so that
-/// with no reduction each output element receives exactly one point.
+/// An output index that steps through its dimension without overlap: a
+/// plain variable `v`, or `s*q + p` with `p` in `0..s` (a transposed
+/// convolution's phases). Its variables, and the dimension size it spans
+/// exactly when its range starts at 0.
+fn stepping_index(st: &check::Statement, e: &Affine) -> Option<(Vec<Var>, Option<i64>)> {
+    let range = |v: Var| (st.vars[v.index()].lo, st.vars[v.index()].hi);
+    if let Some(v) = e.as_var() {
+        let (lo, hi) = range(v);
+        return Some((vec![v], (lo == 0).then_some(hi)));
+    }
+    let &[(a, ca), (b, cb)] = e.terms.as_slice() else {
+        return None;
+    };
+    let (q, s, p) = match (ca, cb) {
+        (s, 1) if s > 1 => (a, s, b),
+        (1, s) if s > 1 => (b, s, a),
+        _ => return None,
+    };
+    let (q_lo, q_hi) = range(q);
+    (e.constant == 0 && range(p) == (0, s)).then_some((vec![p, q], (q_lo == 0).then_some(s * q_hi)))
+}
+
+/// Whether the left-hand side is distinct output variables, each index
+/// stepping through its dimension without overlap, so that with no
+/// reduction each output element receives at most one point.
 fn one_point_per_element(st: &check::Statement) -> bool {
     let mut seen = Vec::new();
-    st.lhs.index.iter().all(|e| match e.as_var() {
-        Some(v) if !seen.contains(&v) && !st.vars[v.index()].reduced => {
-            seen.push(v);
-            true
-        }
-        _ => false,
+    st.lhs.index.iter().all(|e| {
+        stepping_index(st, e).is_some_and(|(vars, _)| {
+            vars.into_iter().all(|v| {
+                let fresh = !seen.contains(&v) && !st.vars[v.index()].reduced;
+                seen.push(v);
+                fresh
+            })
+        })
     })
+}
+
+/// Whether the output loops visit every element of the output, each once:
+/// [`one_point_per_element`], every index spanning its whole dimension, and
+/// no read that leaves its tensor through output variables alone (which
+/// would restrict the output loops).
+fn covers_output(func: &Func, st: &check::Statement) -> bool {
+    let shape = &func.buffers[st.lhs.tensor.index()].shape;
+    let spans = st
+        .lhs
+        .index
+        .iter()
+        .zip(shape)
+        .all(|(e, &n)| stepping_index(st, e).is_some_and(|(_, span)| span == Some(n as i64)));
+    one_point_per_element(st) && spans && !clips_output(func, st)
 }
 
 /// Whether the compute nest can initialise the output itself, element by
 /// element right before its reduction (no separate fill over the whole
-/// output): `=`, `max=`, `min=` writing plain distinct variables that span
-/// the output from 0, with no read that leaves its tensor unless a reduced
-/// loop is involved — so the output loops visit every element.
+/// output): `=`, `max=`, `min=` whose points cover the output
+/// ([`covers_output`]).
 fn initialised_in_nest(func: &Func, st: &check::Statement) -> bool {
-    let shape = &func.buffers[st.lhs.tensor.index()].shape;
-    let spans = st.lhs.index.iter().zip(shape).all(|(e, &n)| {
-        e.as_var()
-            .is_some_and(|v| st.vars[v.index()].lo == 0 && st.vars[v.index()].hi == n as i64)
-    });
-    let plain = one_point_per_element(st) && spans;
-    st.init == Init::Identity && plain && !clips_output(func, st)
+    st.init == Init::Identity && covers_output(func, st)
 }
 
 /// Whether a read that may leave its tensor, through output variables
