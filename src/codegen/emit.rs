@@ -841,13 +841,12 @@ fn movable_loads(func: &Func, nest: &Stmt, strides: &[Vec<i64>]) -> Vec<bool> {
     movable
 }
 
+/// A visitor of accesses: the loops around it, buffer, index, whether a store.
+type AccessInLoops<'a> = dyn FnMut(&[Var], BufId, &[Affine], bool) + 'a;
+
 /// Every access of `s` in program order, with the variables of the loops
 /// around it.
-fn walk_with_loops(
-    s: &Stmt,
-    around: &mut Vec<Var>,
-    f: &mut dyn FnMut(&[Var], BufId, &[Affine], bool),
-) {
+fn walk_with_loops(s: &Stmt, around: &mut Vec<Var>, f: &mut AccessInLoops) {
     match s {
         Stmt::Loop(l) => {
             around.push(l.var);
