@@ -9,12 +9,8 @@
 //! Checked program → checked program.
 
 use crate::affine::{Affine, Var};
-use crate::check::{
-    Access, Combine, Expr, IndexVar, Init, Origin, Program, RangeSource, Statement, Tensor,
-    TensorId,
-};
+use crate::check::{Combine, Expr, Origin, Program, Statement, Tensor, TensorId};
 use crate::contract::product_factors;
-use crate::syntax::ast::AssignOp;
 
 /// A padded copy may hold at most this many times the original's elements (plus a little).
 const MAX_GROWTH: usize = 4;
@@ -137,41 +133,15 @@ fn pad_statement(
         shape: shape.clone(),
         origin: Origin::Statement(index),
     });
-    let vars: Vec<IndexVar> = shape
-        .iter()
-        .enumerate()
-        .map(|(d, &n)| IndexVar {
-            name: format!("p{d}"),
-            lo: 0,
-            hi: n as i64,
-            reduced: false,
-            source: RangeSource::Where {
-                valid: Some((pads[d].0, n as i64 - pads[d].1)),
-            },
-            span: st.span,
+    let index = (0..shape.len())
+        .map(|d| {
+            Affine::var(Var(d as u32))
+                .add_const(-pads[d].0)
+                .expect("small")
         })
         .collect();
-    let var = |d: usize| Affine::var(Var(d as u32));
-    Statement {
-        vars,
-        lhs: Access {
-            tensor: id,
-            index: (0..shape.len()).map(var).collect(),
-            span: st.span,
-        },
-        combine: Combine::Sum,
-        init: Init::Identity,
-        rhs: Expr::Read(Access {
-            tensor: source.tensor,
-            index: (0..shape.len())
-                .map(|d| var(d).add_const(-pads[d].0).expect("small"))
-                .collect(),
-            span: source.span,
-        }),
-        op: AssignOp::Assign,
-        span: st.span,
-        epilogues: Vec::new(),
-    }
+    let valid = |d: usize| Some((pads[d].0, shape[d] as i64 - pads[d].1));
+    Statement::copy(id, &shape, "p", &valid, source.tensor, index, st.span)
 }
 
 /// Point the `target`-th read of `e` at the padded copy.

@@ -12,8 +12,7 @@
 
 use crate::affine::{Affine, Var};
 use crate::check::{
-    Access, Combine, Expr, IndexVar, Init, Origin, Program, RangeSource, Statement, Tensor,
-    TensorId,
+    Access, Combine, IndexVar, Init, Origin, Program, RangeSource, Statement, Tensor, TensorId,
 };
 use crate::syntax::ast::AssignOp;
 use std::cell::Cell;
@@ -127,22 +126,6 @@ fn split_copy(out: &mut Program, source: TensorId, s: i64, st: &Statement) -> Te
         shape: shape.clone(),
         origin: Origin::Statement(out.statements.len()),
     });
-    let vars: Vec<IndexVar> = shape
-        .iter()
-        .enumerate()
-        .map(|(d, &len)| IndexVar {
-            name: format!("s{d}"),
-            lo: 0,
-            hi: len as i64,
-            reduced: false,
-            // The last column may run past `X` (when `s` does not divide
-            // its width): those elements are never read, and are zero.
-            source: RangeSource::Where {
-                valid: (d == rank).then_some((0, n / s)).filter(|_| n % s != 0),
-            },
-            span: st.span,
-        })
-        .collect();
     let var = |d: usize| Affine::var(Var(d as u32));
     let mut index: Vec<Affine> = (0..rank - 1).map(var).collect();
     index.push(
@@ -151,24 +134,11 @@ fn split_copy(out: &mut Program, source: TensorId, s: i64, st: &Statement) -> Te
             .and_then(|x| x.checked_add(&var(rank - 1)))
             .expect("small"),
     );
-    out.statements.push(Statement {
-        vars,
-        lhs: Access {
-            tensor: id,
-            index: (0..=rank).map(var).collect(),
-            span: st.span,
-        },
-        combine: Combine::Sum,
-        init: Init::Identity,
-        rhs: Expr::Read(Access {
-            tensor: source,
-            index,
-            span: st.span,
-        }),
-        op: AssignOp::Assign,
-        span: st.span,
-        epilogues: Vec::new(),
-    });
+    // The last column may run past `X` (when `s` does not divide its
+    // width): those elements are never read, and are zero.
+    let valid = |d: usize| (d == rank && n % s != 0).then_some((0, n / s));
+    let copy = Statement::copy(id, &shape, "s", &valid, source, index, st.span);
+    out.statements.push(copy);
     id
 }
 

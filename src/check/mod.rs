@@ -205,6 +205,53 @@ impl Statement {
         self.vars[v.index()].name.clone()
     }
 
+    /// `target[v0, .., vn] = source[index]`, each `vd` over `0..shape[d]`
+    /// (named `{prefix}{d}`, `valid` its in-bounds part when narrower): the
+    /// copies the passes add (padded, split by residue). `index` is over the
+    /// variables `Var(d)`.
+    pub fn copy(
+        target: TensorId,
+        shape: &[usize],
+        prefix: &str,
+        valid: &dyn Fn(usize) -> Option<(i64, i64)>,
+        source: TensorId,
+        index: Vec<Affine>,
+        span: Span,
+    ) -> Statement {
+        let vars = shape
+            .iter()
+            .enumerate()
+            .map(|(d, &n)| IndexVar {
+                name: format!("{prefix}{d}"),
+                lo: 0,
+                hi: n as i64,
+                reduced: false,
+                source: RangeSource::Where { valid: valid(d) },
+                span,
+            })
+            .collect();
+        Statement {
+            vars,
+            lhs: Access {
+                tensor: target,
+                index: (0..shape.len())
+                    .map(|d| Affine::var(Var(d as u32)))
+                    .collect(),
+                span,
+            },
+            combine: Combine::Sum,
+            init: Init::Identity,
+            rhs: Expr::Read(Access {
+                tensor: source,
+                index,
+                span,
+            }),
+            op: AssignOp::Assign,
+            span,
+            epilogues: Vec::new(),
+        }
+    }
+
     /// `base`, or `base'`, `base''`..., whichever no variable of the
     /// statement is named yet (for variables a pass adds, so that a
     /// schedule names each loop unambiguously).
