@@ -93,11 +93,12 @@ fn rewrite(func: &mut Func, s: Stmt) -> Vec<Stmt> {
         .collect();
     match l.constant_range() {
         // One pass (an unrolled accumulating loop): its body, inline.
-        Some((lo, hi)) if hi == lo + 1 => before.extend(
-            l.body
-                .iter()
-                .map(|s| s.substitute(l.var, &crate::affine::Affine::constant(lo))),
-        ),
+        Some((lo, hi)) if hi == lo + 1 => {
+            for mut s in l.body {
+                s.substitute_in_place(l.var, &crate::affine::Affine::constant(lo));
+                before.push(s);
+            }
+        }
         _ => before.push(Stmt::Loop(l)),
     }
     before.extend(after);
