@@ -104,22 +104,22 @@ fn lower_statement(func: &mut Func, st: &check::Statement, spec: &Spec) {
     func.body.extend(nest);
 }
 
-/// For `+=` into a caller's input whose points reach every output element
+/// For `+=` into a caller's input whose output loops reach every element
 /// once (see [`covers_output`]), the copy to add into: the nest then stores
-/// `X[e] + value` once per element, with no separate copy pass.
+/// `X[e] + value` once per element (with a reduction, starts each element
+/// at `X[e]` before it), with no separate copy pass.
 fn copied_in_nest(func: &Func, st: &check::Statement) -> Option<BufId> {
     let Init::CopyOf(src) = st.init else {
         return None;
     };
-    let no_reduction = st.vars.iter().all(|v| !v.reduced);
-    (st.combine == Combine::Sum && no_reduction && covers_output(func, st)).then_some(BufId(src.0))
+    (st.combine == Combine::Sum && covers_output(func, st)).then_some(BufId(src.0))
 }
 
 /// An output index that steps through its dimension without overlap: a
 /// plain variable `v`, or `s*q + p` with `p` in `0..s` (a transposed
 /// convolution's phases). Its variables, and the dimension size it spans
 /// exactly when its range starts at 0.
-fn stepping_index(st: &check::Statement, e: &Affine) -> Option<(Vec<Var>, Option<i64>)> {
+pub(crate) fn stepping_index(st: &check::Statement, e: &Affine) -> Option<(Vec<Var>, Option<i64>)> {
     let range = |v: Var| (st.vars[v.index()].lo, st.vars[v.index()].hi);
     if let Some(v) = e.as_var() {
         let (lo, hi) = range(v);
@@ -200,7 +200,8 @@ fn clips_output(func: &Func, st: &check::Statement) -> bool {
 /// With `init` (see [`initialised_in_nest`]) the nest starts each output
 /// element at the operator's identity itself: right before the outermost
 /// reduction loop, over the output loops inside it (or, with no reduction,
-/// by storing the value directly).
+/// by storing the value directly); with `copy_from` (see
+/// [`copied_in_nest`]) at that element of the copied tensor.
 fn compute_nest(
     func: &mut Func,
     st: &check::Statement,
@@ -267,18 +268,18 @@ fn compute_nest(
     // v` is `v`; `max(-inf, v)` is not when `v` is NaN, so `max=`/`min=`
     // keep the identity in the expression (or combine with a fill).
     let value = match copy_from {
-        Some(src) => ir::Expr::Binary(
+        Some(src) if first_reduced.is_none() => ir::Expr::Binary(
             BinOp::Add,
             Box::new(ir::Expr::load(src, out_index.clone())),
             Box::new(lower_expr(&st.rhs, &read)),
         ),
-        None => lower_expr(&st.rhs, &read),
+        _ => lower_expr(&st.rhs, &read),
     };
-    let direct = copy_from.is_some()
-        || first_reduced.is_none()
-            && st.init == Init::Identity
-            && one_point_per_element(st)
-            && (init || st.combine == Combine::Sum);
+    let direct = first_reduced.is_none()
+        && (copy_from.is_some()
+            || st.init == Init::Identity
+                && one_point_per_element(st)
+                && (init || st.combine == Combine::Sum));
     let store = Stmt::Store {
         buf: out,
         index: out_index.clone(),
@@ -288,14 +289,20 @@ fn compute_nest(
             _ => value,
         },
         combine: (!direct).then_some(st.combine),
+        step: 1,
     };
     // (A scalar: the vectorize pass broadcasts it in vector loops.)
-    let prologue: Vec<Stmt> = match first_reduced {
-        Some(_) if init => vec![Stmt::Store {
+    let start = match copy_from {
+        Some(src) => Some(ir::Expr::load(src, out_index.clone())),
+        None => init.then_some(ir::Expr::Const(st.combine.identity())),
+    };
+    let prologue: Vec<Stmt> = match (first_reduced, start) {
+        (Some(_), Some(value)) => vec![Stmt::Store {
             buf: out,
             index: out_index.clone(),
-            value: ir::Expr::Const(st.combine.identity()),
+            value,
             combine: None,
+            step: 1,
         }],
         _ => Vec::new(),
     };
@@ -310,6 +317,7 @@ fn compute_nest(
             // loops' variables) mean nothing there, so reads are plain.
             value: lower_expr(&e.rhs, &plain_read),
             combine: None,
+            step: 1,
         })
         .collect();
     let all = |order: &[usize]| Nest {
@@ -433,6 +441,7 @@ fn pack_nest(
             index: index.clone(),
             value: ir::Expr::load(source, read.index.iter().map(rename).collect()),
             combine: None,
+            step: 1,
         }],
         before: None,
         then: None,
@@ -637,6 +646,7 @@ fn fill_nest(
         value: value(&index, lanes),
         index,
         combine: None,
+        step: 1,
     };
     let looped = |var: Var, lo: i64, hi: i64, body: Vec<Stmt>| {
         Stmt::Loop(Loop {

@@ -4,19 +4,18 @@
 //! every other output element: its output index is not a plain variable,
 //! so no dimension vectorizes. Output `o = 2*q + p` of phase `p` gathers
 //! from the points with `rx = 2*t + ρ` (`ρ ≡ p + 1 mod 2`) and
-//! `i = q - t - e`, so each phase is an ordinary convolution into a dense
-//! temporary, `O@p[b,k,i] = I[b,c,i-rx-e] * W[c,k,2*rx+ρ]`, followed by a
-//! cheap strided copy `O[b,k,2*i+p] += O@p[b,k,i]`. A stride `s` in `d`
-//! dimensions gives `s^d` phases. The domain rule is unchanged: a point of
+//! `i = q - t - e`, so each phase is an ordinary convolution storing into
+//! every other output element, `O[b,k,2*i+p] += I[b,c,i-rx-e] *
+//! W[c,k,2*rx+ρ]`: its register tile reduces over the taps and channels,
+//! then scatters its lanes once. A stride `s` in `d` dimensions gives `s^d`
+//! phases, as one statement looping over them when their taps and offsets
+//! are affine in the phase, else one statement each. The domain rule is unchanged: a point of
 //! a phase reads in bounds exactly when the original point did, because
 //! both scattered variables take their ranges from a dimension they index
 //! alone. Checked program → checked program.
 
 use crate::affine::{Affine, Var};
-use crate::check::{
-    Access, Combine, Expr, IndexVar, Init, Origin, Program, RangeSource, Statement, Tensor,
-    TensorId,
-};
+use crate::check::{Access, Combine, IndexVar, Init, Program, RangeSource, Statement};
 use crate::syntax::ast::AssignOp;
 
 /// At most this many phases per statement (stride 2 in 3 dimensions).
@@ -44,14 +43,16 @@ pub fn split_phases(program: &Program) -> Program {
         match looped(st, &sc, &program.tensor(st.lhs.tensor).shape) {
             Some(fits) => {
                 out.notes.push(format!(
-                    "phases: {text} runs as one gather over its {phases} phases into {name}@phases and one strided copy into {name}",
+                    "phases: {text} runs as one gather over its {phases} phases, each storing into {name} with a stride of {}",
+                    sc[0].stride,
                 ));
                 let looped = vec![Phase::Looped; sc.len()];
-                emit_gather(out, st, &sc, &looped, &fits, "phases", true);
+                emit_gather(out, st, &sc, &looped, &fits, true);
             }
             None => {
                 out.notes.push(format!(
-                    "phases: {text} runs as {phases} gathers into {name}@.. and strided copies into {name}",
+                    "phases: {text} runs as {phases} gathers, one per phase of {name}",
+
                 ));
                 emit_phases(out, st, &sc);
             }
@@ -135,11 +136,11 @@ enum Phase {
     Looped,
 }
 
-/// Each phase's gather into a temporary, then its strided copy into the
-/// output.
+/// One gather per phase with taps, the first initialising the output as
+/// the statement would, the others adding to it.
 fn emit_phases(out: &mut Program, st: &Statement, sc: &[Scatter]) {
     let shape = out.tensor(st.lhs.tensor).shape.clone();
-    let mut first_copy = true;
+    let mut first = true;
     for phase in phases(sc) {
         let fits: Vec<Fit> = sc
             .iter()
@@ -149,12 +150,11 @@ fn emit_phases(out: &mut Program, st: &Statement, sc: &[Scatter]) {
         if fits.iter().any(|f| f.q_extent <= 0 || f.t_extent <= 0) {
             continue; // no output element, or no tap reaches this phase
         }
-        let suffix: String = phase.iter().map(|p| p.to_string()).collect();
         let at: Vec<Phase> = phase.iter().map(|&p| Phase::At(p)).collect();
-        emit_gather(out, st, sc, &at, &fits, &suffix, first_copy);
-        first_copy = false;
+        emit_gather(out, st, sc, &at, &fits, first);
+        first = false;
     }
-    if first_copy {
+    if first {
         // No phase has any tap: the statement adds nothing, but its output
         // must still exist as it would have.
         out.statements.push(st.clone());
@@ -189,22 +189,18 @@ fn looped(st: &Statement, sc: &[Scatter], shape: &[usize]) -> Option<Vec<Fit>> {
         .collect()
 }
 
-/// One gather into a dense temporary `O@suffix` and its strided copy
-/// `O[.., s*q + p, ..] += O@suffix[.., q, ..]`. Each scattered dimension's
-/// phase is fixed or a loop variable of both (the temporary's leading
-/// indices); its output coordinate `x` becomes `q` and its tap `r` becomes
-/// `t` (reduced, moved last).
+/// One gather `O[.., s*q + p, ..] += ...` (the statement's own `=` or
+/// `+=` if it `initialises` the output, else `+=`). Each scattered dimension's phase `p` is
+/// fixed or a loop variable (the gather's first); its output coordinate `x`
+/// becomes `q` and its tap `r` becomes `t` (reduced, moved last).
 fn emit_gather(
     out: &mut Program,
     st: &Statement,
     sc: &[Scatter],
     phase: &[Phase],
     fits: &[Fit],
-    suffix: &str,
-    first_copy: bool,
+    initialises: bool,
 ) {
-    let name = out.tensor(st.lhs.tensor).name.clone();
-    let shape = out.tensor(st.lhs.tensor).shape.clone();
     let is_r = |v: usize| sc.iter().position(|s| s.r.index() == v);
     let is_x = |v: usize| sc.iter().position(|s| s.x.index() == v);
     // Looped phases' variables first, then the old ones.
@@ -292,59 +288,29 @@ fn emit_gather(
             })
             .collect()
     };
-    // The phase's dense temporary: looped phases first, then the output's
-    // index with each scattered dimension replaced by its `q`.
-    let mut temp_shape: Vec<usize> = looped.iter().map(|&k| sc[k].stride as usize).collect();
-    temp_shape.extend(shape.iter().enumerate().map(|(d, &n)| {
-        match sc.iter().position(|s| s.dim == d) {
-            Some(k) => fits[k].q_extent as usize,
-            None => n,
-        }
-    }));
-    let mut temp_index: Vec<Affine> = (0..first).map(|k| Affine::var(Var(k as u32))).collect();
-    temp_index.extend(lhs_with(&|k| Affine::var(new_of(sc[k].x))));
-    let temp = TensorId(out.tensors.len() as u32);
-    out.tensors.push(Tensor {
-        name: format!("{name}@{suffix}"),
-        shape: temp_shape,
-        origin: Origin::Statement(out.statements.len()),
-    });
-    out.statements.push(Statement {
-        vars: vars.clone(),
-        lhs: Access {
-            tensor: temp,
-            index: temp_index.clone(),
-            span: st.lhs.span,
-        },
-        combine: Combine::Sum,
-        init: Init::Identity,
-        rhs: st.rhs.map_reads(&|a: &Access| Access {
-            index: a.index.iter().map(rewrite).collect(),
-            ..a.clone()
-        }),
-        op: AssignOp::Assign,
-        span: st.span,
-        epilogues: Vec::new(),
-    });
-    // `O[.., s*q + p, ..] += O@..[.., q, ..]` over the output variables.
+    // `O[.., s*q + p, ..] += ...`: each phase's points straight into
+    // every `s`-th element of the output (a vector of `q` is a scatter).
     let out_index = lhs_with(&|k| {
         Affine::sum([(&Affine::var(new_of(sc[k].x)), sc[k].stride), (&p_of(k), 1)]).expect("small")
     });
     out.statements.push(Statement {
-        vars: vars.into_iter().filter(|v| !v.reduced).collect(),
+        vars,
         lhs: Access {
             tensor: st.lhs.tensor,
             index: out_index,
             span: st.lhs.span,
         },
         combine: Combine::Sum,
-        init: if first_copy { st.init } else { Init::Existing },
-        rhs: Expr::Read(Access {
-            tensor: temp,
-            index: temp_index,
-            span: st.lhs.span,
+        init: if initialises { st.init } else { Init::Existing },
+        rhs: st.rhs.map_reads(&|a: &Access| Access {
+            index: a.index.iter().map(rewrite).collect(),
+            ..a.clone()
         }),
-        op: AssignOp::AddAssign,
+        op: if initialises {
+            st.op
+        } else {
+            AssignOp::AddAssign
+        },
         span: st.span,
         epilogues: Vec::new(),
     });

@@ -271,19 +271,28 @@ impl Emitter<'_, '_> {
                 index,
                 value,
                 combine,
+                step,
             } => {
                 let lanes = self.func.lanes(value);
-                let ty = if lanes == 1 { F32 } else { F32X4 };
                 let (ptr, off) = self.address(*buf, index);
                 let flags = MemFlagsData::new().with_notrap();
                 let new = match combine {
                     None => self.expr(value)?,
                     Some(c) => {
-                        let old = self.b.ins().load(ty, flags, ptr, off);
+                        let old = self.load_lanes(flags, ptr, off, lanes, *step);
                         self.combine(*c, old, value)?
                     }
                 };
-                self.b.ins().store(flags, new, ptr, off);
+                if lanes == 1 || *step == 1 {
+                    self.b.ins().store(flags, new, ptr, off);
+                } else {
+                    // A scatter: one scalar store per lane, `4*step` bytes apart.
+                    for lane in 0..lanes {
+                        let x = self.b.ins().extractlane(new, lane as u8);
+                        let at = off + (4 * step * i64::from(lane)) as i32;
+                        self.b.ins().store(flags, x, ptr, at);
+                    }
+                }
                 Ok(())
             }
             Stmt::Assign {
@@ -624,6 +633,44 @@ impl Emitter<'_, '_> {
         }
     }
 
+    /// `lanes` elements `step` apart from `ptr + off`: a scalar, a vector,
+    /// or a gather.
+    fn load_lanes(
+        &mut self,
+        flags: MemFlagsData,
+        ptr: Value,
+        off: i32,
+        lanes: u32,
+        step: i64,
+    ) -> Value {
+        match (lanes, step) {
+            (1, _) => self.b.ins().load(F32, flags, ptr, off),
+            (_, 1) => self.b.ins().load(F32X4, flags, ptr, off),
+            (4, 2) if self.carried_vectors <= ROOM_FOR_SHUFFLES => {
+                // Every other element (pooling, a stride-2 window): two
+                // vector loads covering exactly the seven elements from the
+                // first lane's to the last's, lanes 0, 2 of the first and 1,
+                // 3 of the second. It needs two registers at once, so a
+                // large register tile (a stride-2 convolution's) gathers
+                // lane by lane.
+                let first = self.b.ins().load(F32X4, flags, ptr, off);
+                let second = self.b.ins().load(F32X4, flags, ptr, off + 12);
+                self.pick_lanes(first, second, [0, 2, 5, 7])
+            }
+            (n, s) => {
+                // A gather: one scalar load per lane, `4*s` bytes apart.
+                let first = self.b.ins().load(F32, flags, ptr, off);
+                let mut v = self.b.ins().splat(F32X4, first);
+                for lane in 1..n {
+                    let at = off + (4 * s * i64::from(lane)) as i32;
+                    let x = self.b.ins().load(F32, flags, ptr, at);
+                    v = self.b.ins().insertlane(v, x, lane as u8);
+                }
+                v
+            }
+        }
+    }
+
     fn expr(&mut self, e: &Expr) -> Result<Value> {
         Ok(match e {
             Expr::Const(c) => self.b.ins().f32const(*c),
@@ -639,32 +686,7 @@ impl Emitter<'_, '_> {
                 } else {
                     MemFlagsData::new().with_notrap()
                 };
-                match (*lanes, *step) {
-                    (1, _) => self.b.ins().load(F32, flags, ptr, off),
-                    (_, 1) => self.b.ins().load(F32X4, flags, ptr, off),
-                    (4, 2) if self.carried_vectors <= ROOM_FOR_SHUFFLES => {
-                        // Every other element (pooling, a stride-2 window):
-                        // two vector loads covering exactly the seven
-                        // elements from the first lane's to the last's, lanes
-                        // 0, 2 of the first and 1, 3 of the second. It needs
-                        // two registers at once, so a large register tile
-                        // (a stride-2 convolution's) gathers lane by lane.
-                        let first = self.b.ins().load(F32X4, flags, ptr, off);
-                        let second = self.b.ins().load(F32X4, flags, ptr, off + 12);
-                        self.pick_lanes(first, second, [0, 2, 5, 7])
-                    }
-                    (n, s) => {
-                        // A gather: one scalar load per lane, `4*s` bytes apart.
-                        let first = self.b.ins().load(F32, flags, ptr, off);
-                        let mut v = self.b.ins().splat(F32X4, first);
-                        for lane in 1..n {
-                            let at = off + (4 * s * i64::from(lane)) as i32;
-                            let x = self.b.ins().load(F32, flags, ptr, at);
-                            v = self.b.ins().insertlane(v, x, lane as u8);
-                        }
-                        v
-                    }
-                }
+                self.load_lanes(flags, ptr, off, *lanes, *step)
             }
             Expr::Reduce(c, x) => {
                 let v = self.expr(x)?;

@@ -121,11 +121,15 @@ impl Machine<'_> {
                 index,
                 value,
                 combine,
+                step,
             } => {
                 let v = self.expr(value);
-                let off = self.offset(*buf, index, v.lanes, 1);
-                let slots = &mut self.data[buf.index()][off..off + v.lanes as usize];
-                for (slot, x) in slots.iter_mut().zip(v.v) {
+                let off = self.offset(*buf, index, v.lanes, *step);
+                let slots = self.data[buf.index()][off..]
+                    .iter_mut()
+                    .step_by(*step as usize);
+                for (slot, x) in slots.zip(&v.v[..v.lanes as usize]) {
+                    let x = *x;
                     *slot = match combine {
                         None => x,
                         Some(c) => c.apply(*slot, x),

@@ -115,13 +115,15 @@ pub struct Loop {
 pub enum Stmt {
     Loop(Loop),
     /// `buf[index] = value`, or `buf[index] = combine(buf[index], value)`.
-    /// A vector value writes its lanes to consecutive elements of the last
-    /// dimension, starting at `index`.
+    /// A vector value writes its lanes to elements of the last dimension
+    /// from `index`, `step` apart (1: contiguous, one vector store; more: a
+    /// scatter of scalar stores, as into a transposed convolution's phase).
     Store {
         buf: BufId,
         index: Vec<Affine>,
         value: Expr,
         combine: Option<Combine>,
+        step: i64,
     },
     /// `local = value`, or `local = combine(local, value)`: a register.
     Assign {

@@ -59,6 +59,17 @@ impl Func {
         format!("{}[{}]", self.buffers[buf.index()].name, idx.join(", "))
     }
 
+    /// An access of `lanes` elements `step` apart: `X[i]x4` (contiguous),
+    /// `X[i]x4/2` (every other element), `X[i]` (one).
+    fn lanes_access(&self, buf: BufId, index: &[Affine], lanes: u32, step: i64) -> String {
+        let access = self.access(buf, index);
+        match (lanes, step) {
+            (1, _) => access,
+            (n, 1) => format!("{access}x{n}"),
+            (n, s) => format!("{access}x{n}/{s}"),
+        }
+    }
+
     pub(crate) fn expr(&self, e: &Expr) -> String {
         let mut s = String::new();
         self.write_expr(e, 0, &mut s);
@@ -80,18 +91,7 @@ impl Func {
                 index,
                 lanes,
                 step,
-            } => {
-                out.push_str(&self.access(*buf, index));
-                match (*lanes, *step) {
-                    (1, _) => {}
-                    (n, 1) => {
-                        let _ = write!(out, "x{n}");
-                    }
-                    (n, s) => {
-                        let _ = write!(out, "x{n}/{s}");
-                    }
-                }
-            }
+            } => out.push_str(&self.lanes_access(*buf, index, *lanes, *step)),
             Expr::Reduce(c, x) => {
                 out.push_str(match c {
                     Combine::Sum => "hsum(",
@@ -174,12 +174,9 @@ impl Func {
                 index,
                 value,
                 combine,
+                step,
             } => {
-                let lanes = self.lanes(value);
-                let mut target = self.access(*buf, index);
-                if lanes > 1 {
-                    target.push_str(&format!("x{lanes}"));
-                }
+                let target = self.lanes_access(*buf, index, self.lanes(value), *step);
                 let value = self.expr(value);
                 match combine {
                     None => writeln!(f, "{pad}{target} = {value}"),

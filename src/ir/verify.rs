@@ -98,8 +98,15 @@ fn stmt(func: &Func, s: &Stmt, bound: &mut Vec<Var>) -> Result<(), String> {
             r
         }
         Stmt::Store {
-            buf, index, value, ..
+            buf,
+            index,
+            value,
+            step,
+            ..
         } => {
+            if *step < 1 {
+                return Err(format!("store with lane step {step}"));
+            }
             access_ok(func, *buf, index, bound)?;
             expr(func, value, bound)
         }

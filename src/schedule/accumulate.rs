@@ -70,7 +70,7 @@ fn rewrite(func: &mut Func, s: Stmt) -> Vec<Stmt> {
                 buf: t.buf,
                 index: t.index.clone(),
                 lanes: t.lanes,
-                step: 1,
+                step: t.step,
             };
             (load, Expr::Local(local), None)
         };
@@ -84,6 +84,7 @@ fn rewrite(func: &mut Func, s: Stmt) -> Vec<Stmt> {
             index: t.index.clone(),
             value: result,
             combine,
+            step: t.step,
         });
     }
     l.body = l
@@ -110,6 +111,8 @@ struct Tile {
     buf: BufId,
     index: Vec<crate::affine::Affine>,
     lanes: u32,
+    /// Elements apart in the last dimension (see [`Stmt::Store`]).
+    step: i64,
     combine: Combine,
     /// The stores are `Reduce(combine, vector)`: the register holds the vector.
     horizontal: bool,
@@ -135,6 +138,7 @@ fn scan(func: &Func, body: &[Stmt], inner: &[Var], tiles: &mut Vec<Tile>, blocke
                 index,
                 value,
                 combine,
+                step,
             } => {
                 value.mark_loads(blocked);
                 let invariant = index.iter().all(|e| e.vars().all(|v| !inner.contains(&v)));
@@ -151,11 +155,15 @@ fn scan(func: &Func, body: &[Stmt], inner: &[Var], tiles: &mut Vec<Tile>, blocke
                             buf: *buf,
                             index: index.clone(),
                             lanes,
+                            step: *step,
                             combine: *c,
                             horizontal,
                         };
                         match tiles.iter().find(|t| same(t)) {
-                            Some(t) if (t.combine, t.lanes) != (tile.combine, tile.lanes) => {
+                            Some(t)
+                                if (t.combine, t.lanes, t.step)
+                                    != (tile.combine, tile.lanes, tile.step) =>
+                            {
                                 blocked[buf.index()] = true
                             }
                             Some(_) => {}
@@ -183,9 +191,10 @@ impl Tile {
 
 /// Registers of one buffer must hold disjoint elements, or a later store
 /// after the loop would overwrite an earlier one: tiles at different
-/// indices must differ by constants, in a leading dimension or by at least
-/// a vector in the last. (A scalar and a horizontal register of the same
-/// element are fine: both combine into it.)
+/// indices must differ by constants, in a leading dimension, or in the
+/// last by at least a vector's span or (same step) in residue. (A scalar
+/// and a horizontal register of the same element are fine: both combine
+/// into it.)
 fn block_overlapping(tiles: &[Tile], blocked: &mut [bool]) {
     for (k, a) in tiles.iter().enumerate() {
         for b in &tiles[k + 1..] {
@@ -202,10 +211,13 @@ fn block_overlapping(tiles: &[Tile], blocked: &mut [bool]) {
                         .map(|d| d.constant)
                 })
                 .collect();
+            let step = a.step.max(b.step);
             let disjoint = delta.is_some_and(|d| {
                 let (last, lead) = d.split_last().expect("tiles index a tensor");
                 lead.iter().any(|&x| x != 0)
-                    || last.unsigned_abs() >= u64::from(a.width().max(b.width()))
+                    || last.unsigned_abs()
+                        >= u64::from(a.width().max(b.width())) * step.unsigned_abs()
+                    || (a.step == b.step && last % a.step != 0)
             });
             if !disjoint {
                 blocked[a.buf.index()] = true;
@@ -229,12 +241,12 @@ fn replace(s: Stmt, tiles: &[Tile], locals: &[LocalId]) -> Stmt {
             index,
             value,
             combine,
+            step,
         } => {
             let horizontal = matches!(&value, Expr::Reduce(r, _) if Some(*r) == combine);
-            match tiles
-                .iter()
-                .position(|t| t.buf == buf && t.index == index && t.horizontal == horizontal)
-            {
+            match tiles.iter().position(|t| {
+                t.buf == buf && t.index == index && t.horizontal == horizontal && t.step == step
+            }) {
                 Some(k) => Stmt::Assign {
                     local: locals[k],
                     value: match value {
@@ -248,6 +260,7 @@ fn replace(s: Stmt, tiles: &[Tile], locals: &[LocalId]) -> Stmt {
                     index,
                     value,
                     combine,
+                    step,
                 },
             }
         }
@@ -255,21 +268,51 @@ fn replace(s: Stmt, tiles: &[Tile], locals: &[LocalId]) -> Stmt {
     }
 }
 
-/// A register loaded from an element that the same body set to a constant
-/// just before (a nest that initialises its output itself: `O[..] =
-/// splat(0.0)`, then `acc = O[..]`) starts from the constant instead, and
-/// the constant's store goes when the register's final store overwrites it
-/// with nothing reading it in between.
-fn forward_initial_values(func: &Func, mut body: Vec<Stmt>) -> Vec<Stmt> {
-    let scalar = |e: &Expr| match e {
-        Expr::Const(c) => Some(c.to_bits()),
-        Expr::Broadcast(x) => match **x {
-            Expr::Const(c) => Some(c.to_bits()),
+/// What a store sets its elements to before a register takes them over:
+/// a constant (a nest that initialises its output itself: `O[..] =
+/// splat(0.0)`), or the same elements of another buffer (`O'[e] = O[e]`,
+/// a `+=` into a caller's tensor).
+#[derive(Clone, Copy, PartialEq)]
+enum Initial {
+    Const(u32),
+    Copy(BufId),
+}
+
+impl Initial {
+    fn of(s: &Stmt) -> Option<Initial> {
+        let Stmt::Store {
+            buf,
+            index,
+            value,
+            combine: None,
+            step,
+        } = s
+        else {
+            return None;
+        };
+        match value {
+            Expr::Const(c) => Some(Initial::Const(c.to_bits())),
+            Expr::Broadcast(x) => match **x {
+                Expr::Const(c) => Some(Initial::Const(c.to_bits())),
+                _ => None,
+            },
+            Expr::Load {
+                buf: src,
+                index: i,
+                step: st,
+                ..
+            } if src != buf && i == index && st == step => Some(Initial::Copy(*src)),
             _ => None,
-        },
-        _ => None,
-    };
-    let constant = |e: &Expr| scalar(e).is_some();
+        }
+    }
+}
+
+/// A register loaded from elements that the same body set just before
+/// ([`Initial`]: `O[..] = splat(0.0)` or `O'[..] = O[..]`, then `acc =
+/// O[..]`) starts from that value instead, and the setting store goes when
+/// the register's final store overwrites it with nothing reading it in
+/// between.
+fn forward_initial_values(func: &Func, mut body: Vec<Stmt>) -> Vec<Stmt> {
     let reads = |s: &Stmt, b: BufId| {
         let mut used = vec![false; func.buffers.len()];
         match s {
@@ -285,7 +328,7 @@ fn forward_initial_values(func: &Func, mut body: Vec<Stmt>) -> Vec<Stmt> {
                     buf,
                     index,
                     lanes,
-                    step: 1,
+                    step,
                 },
             combine: None,
             ..
@@ -293,36 +336,51 @@ fn forward_initial_values(func: &Func, mut body: Vec<Stmt>) -> Vec<Stmt> {
         else {
             continue;
         };
-        let (buf, index, lanes) = (*buf, index.clone(), *lanes);
-        // The nearest earlier statement touching `buf` must be a constant
-        // store to this very element (register loads of the buffer and
-        // stores of the same constant elsewhere in between are fine).
+        let (buf, index, lanes, step) = (*buf, index.clone(), *lanes, *step);
+        // The nearest earlier statement touching `buf` must set this very
+        // element (register loads of the buffer, and stores setting other
+        // elements the same way, may come between; nothing may store to
+        // the buffer a copy reads).
         let mut found = None;
         let mut between = Vec::new();
+        let mut stored = vec![false; func.buffers.len()];
         for q in (0..p).rev() {
-            match &body[q] {
-                Stmt::Store {
-                    buf: b,
-                    index: i,
-                    value,
-                    combine: None,
-                } if *b == buf && constant(value) => {
-                    if *i == index {
+            match (&body[q], Initial::of(&body[q])) {
+                (
+                    Stmt::Store {
+                        buf: b,
+                        index: i,
+                        value,
+                        step: s,
+                        ..
+                    },
+                    Some(initial),
+                ) if *b == buf => {
+                    if *i == index && (*s == step || lanes == 1) {
+                        let copy_intact = match initial {
+                            Initial::Copy(src) => !stored[src.index()],
+                            Initial::Const(_) => true,
+                        };
                         if func.lanes(value) == lanes
-                            && between.iter().all(|c| Some(*c) == scalar(value))
+                            && copy_intact
+                            && between.iter().all(|b| *b == initial)
                         {
                             found = Some(value.clone());
                         }
                         break;
                     }
-                    between.extend(scalar(value));
+                    between.push(initial);
                 }
-                Stmt::Assign {
-                    value: Expr::Load { .. },
-                    ..
-                } => {}
-                other if reads(other, buf) || matches!(other, Stmt::Loop(_)) => break,
-                Stmt::Store { buf: b, .. } if *b == buf => break,
+                (
+                    Stmt::Assign {
+                        value: Expr::Load { .. },
+                        ..
+                    },
+                    _,
+                ) => {}
+                (other, _) if reads(other, buf) || matches!(other, Stmt::Loop(_)) => break,
+                (Stmt::Store { buf: b, .. }, _) if *b == buf => break,
+                (Stmt::Store { buf: b, .. }, _) => stored[b.index()] = true,
                 _ => {}
             }
         }
@@ -330,24 +388,25 @@ fn forward_initial_values(func: &Func, mut body: Vec<Stmt>) -> Vec<Stmt> {
             *v = value;
         }
     }
-    // Constant stores overwritten later with no read of the buffer between.
+    // Setting stores overwritten later with no read of the buffer between.
     let mut keep = vec![true; body.len()];
     for q in 0..body.len() {
+        if Initial::of(&body[q]).is_none() {
+            continue;
+        }
         let Stmt::Store {
             buf,
             index,
             value,
-            combine: None,
+            step,
+            ..
         } = &body[q]
         else {
             continue;
         };
-        if !constant(value) {
-            continue;
-        }
         for later in &body[q + 1..] {
             // A read of the buffer — by a value, or by a store combining
-            // into it — keeps the constant.
+            // into it — keeps the setting store.
             let combines =
                 matches!(later, Stmt::Store { buf: b, combine: Some(_), .. } if b == buf);
             if combines || reads(later, *buf) {
@@ -359,7 +418,8 @@ fn forward_initial_values(func: &Func, mut body: Vec<Stmt>) -> Vec<Stmt> {
                     index: i,
                     value: v,
                     combine: None,
-                } if b == buf && i == index && func.lanes(v) == func.lanes(value) => {
+                    step: s,
+                } if b == buf && i == index && func.lanes(v) == func.lanes(value) && s == step => {
                     keep[q] = false;
                     break;
                 }

@@ -576,10 +576,16 @@ fn reduction_candidate(st: &Statement) -> Option<Schedule> {
     Some(Schedule(d))
 }
 
-/// The output's last index variable, if every read uses it in its last
-/// index only, stepping forward (1: contiguous; more: gathered), or not at all.
+/// The output's last index variable (`j`, or `q` of a phase's `s*q + p`
+/// or `s*q + 1`: its stores then scatter), if every read uses it in its
+/// last index only, stepping forward (1: contiguous; more: gathered), or
+/// not at all.
 fn vector_dim(st: &Statement) -> Option<usize> {
-    let last = st.lhs.index.last()?.as_var()?;
+    let e = st.lhs.index.last()?;
+    let last = match e.terms.as_slice() {
+        &[(v, c)] if c >= 1 => v,
+        _ => *crate::lower::stepping_index(st, e)?.0.last()?,
+    };
     if st.lhs.index[..st.lhs.index.len() - 1]
         .iter()
         .any(|e| e.coeff(last) != 0)

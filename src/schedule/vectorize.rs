@@ -2,9 +2,10 @@
 //! iterations whose body is stores becomes those stores on vectors. A load
 //! stepping forward with the loop variable in its last index (`c*v + ...`,
 //! `v` nowhere else) becomes a 4-lane load (a gather when `c > 1`); a value
-//! not depending on `v` is broadcast. A store contiguous in `v` stores the
-//! vector; a store not depending on `v` (a reduction over it) combines the
-//! vector's lanes into its element. Loops without constant bounds (boundary
+//! not depending on `v` is broadcast. A store stepping forward likewise stores the
+//! vector (a scatter when strided: a transposed convolution's phase); a
+//! store not depending on `v` (a reduction over it) combines the vector's
+//! lanes into its element. Loops without constant bounds (boundary
 //! copies of peeled loops) stay scalar.
 
 use crate::affine::{Affine, Var};
@@ -46,12 +47,7 @@ fn vectorize_stmt(func: &Func, s: &Stmt) -> Result<Vec<Stmt>, String> {
     })])
 }
 
-/// Whether `index` is contiguous in `v`: `v` only in the last index, with coefficient 1.
-fn contiguous(index: &[Affine], v: Var) -> bool {
-    strided(index, v) == Some(1)
-}
-
-/// The lane step of a load: `v` only in the last index, with a positive coefficient.
+/// The lane step of an access: `v` only in the last index, with a positive coefficient.
 pub(crate) fn strided(index: &[Affine], v: Var) -> Option<i64> {
     let n = index.len();
     let c = index.get(n.checked_sub(1)?)?.coeff(v);
@@ -72,14 +68,17 @@ fn lanes(func: &Func, l: &Loop, first: i64) -> Result<Vec<Stmt>, String> {
                 index,
                 value,
                 combine,
+                ..
             } => {
                 let vector = vector_value(func, value, l.var, first, name)?;
                 match combine {
-                    _ if contiguous(index, l.var) => Ok(Stmt::Store {
+                    // Lanes stepping forward: a vector store (or a scatter).
+                    _ if strided(index, l.var).is_some() => Ok(Stmt::Store {
                         buf: *buf,
                         index: index.iter().map(at_first).collect(),
                         value: vector,
                         combine: *combine,
+                        step: strided(index, l.var).expect("checked"),
                     }),
                     // A reduction over the loop: its lanes combine into the one element.
                     Some(c) if index.iter().all(|e| e.coeff(l.var) == 0) => Ok(Stmt::Store {
@@ -87,9 +86,10 @@ fn lanes(func: &Func, l: &Loop, first: i64) -> Result<Vec<Stmt>, String> {
                         index: index.clone(),
                         value: Expr::Reduce(*c, Box::new(vector)),
                         combine: *combine,
+                        step: 1,
                     }),
                     _ => Err(format!(
-                        "cannot vectorize `{name}`: the store to {} is neither contiguous in it nor a reduction over it",
+                        "cannot vectorize `{name}`: the store to {} neither steps forward along its last dimension with it nor is a reduction over it",
                         func.buffers[buf.index()].name
                     )),
                 }
