@@ -53,7 +53,9 @@ pub fn split_strides(program: &Program) -> Program {
                 c
             }
         };
-        emit_residues(out, st, &w, copy);
+        if !emit_residue_loop(out, st, &w, copy) {
+            emit_residues(out, st, &w, copy);
+        }
     })
 }
 
@@ -140,6 +142,92 @@ fn split_copy(out: &mut Program, source: TensorId, s: i64, st: &Statement) -> Te
     let copy = Statement::copy(id, &shape, "s", &valid, source, index, st.span);
     out.statements.push(copy);
     id
+}
+
+/// The statement over the copy with the tap `r` as two reduced variables,
+/// the copy's residue `q` and a step `a`: `r = s*(a + a0) + q - c` reads
+/// `X/s[.., q, j + a + a0]` (from `X[.., s*j + r + c]`). One nest sums all
+/// taps in its register tile. Some `(q, a)` pairs name no tap (`r` past
+/// the window: 3 taps in steps of 2); they must read outside a tensor, so
+/// this form is used only when a read indexes a dimension of the tap's
+/// extent by `r` alone (a convolution's weight), or every pair is a tap.
+/// Otherwise (pooling windows) it returns false.
+fn emit_residue_loop(out: &mut Program, st: &Statement, w: &Window, copy: TensorId) -> bool {
+    let (s, c) = (w.stride, w.offset);
+    let taps = st.vars[w.tap.index()].hi;
+    let tap = Affine::var(w.tap);
+    let reads = st.rhs.reads();
+    let bounded = reads.iter().enumerate().any(|(k, a)| {
+        k != w.read
+            && a.index
+                .iter()
+                .zip(&out.tensor(a.tensor).shape)
+                .any(|(e, &n)| *e == tap && n as i64 == taps)
+    });
+    // `a` from the least step any tap needs (`r >= 0` at `q = s - 1`).
+    let a0 = c.div_euclid(s);
+    let a_hi = (taps - 1 + c).div_euclid(s);
+    let every_pair = taps % s == 0 && c % s == 0;
+    if !(bounded || every_pair) || a_hi < a0 {
+        return false;
+    }
+    let old = &st.vars[w.tap.index()];
+    let mut vars = st.vars.clone();
+    let residue = IndexVar {
+        name: st.fresh_name(format!("{}q", old.name)),
+        lo: 0,
+        hi: s,
+        source: RangeSource::Where { valid: None },
+        ..old.clone()
+    };
+    let step = IndexVar {
+        name: st.fresh_name(format!("{}a", old.name)),
+        hi: a_hi - a0 + 1,
+        ..residue.clone()
+    };
+    let (q, a) = (w.tap, Var(vars.len() as u32));
+    vars[q.index()] = residue;
+    vars.push(step);
+    // `r = s*a + q + (s*a0 - c)` in the other reads.
+    let r = Affine::sum([(&Affine::var(a), s), (&Affine::var(q), 1)])
+        .and_then(|x| x.add_const(s * a0 - c))
+        .expect("small");
+    let k = Cell::new(0);
+    let rhs = st.rhs.map_reads(&|acc: &Access| {
+        let this = k.get();
+        k.set(this + 1);
+        if this != w.read {
+            return Access {
+                index: acc
+                    .index
+                    .iter()
+                    .map(|e| e.substitute(w.tap, &r).expect("small"))
+                    .collect(),
+                ..acc.clone()
+            };
+        }
+        // `X[.., s*j + r + c]` → `X/s[.., q, j + a + a0]`.
+        let (last, rest) = acc.index.split_last().expect("a dimension");
+        let j = last.vars().find(|&v| v != w.tap).expect("the column");
+        let mut index = rest.to_vec();
+        index.push(Affine::var(q));
+        index.push(
+            Affine::sum([(&Affine::var(j), 1), (&Affine::var(a), 1)])
+                .and_then(|x| x.add_const(a0))
+                .expect("small"),
+        );
+        Access {
+            tensor: copy,
+            index,
+            span: acc.span,
+        }
+    });
+    out.statements.push(Statement {
+        vars,
+        rhs,
+        ..st.clone()
+    });
+    true
 }
 
 /// One statement per residue `ρ` of the tap, over its taps `a` (`r = s*a + ρ`).

@@ -106,6 +106,42 @@ fn strided_windows_read_a_copy_split_by_residue() {
     }
 }
 
+/// A split window is one statement whose tap is a residue and a step
+/// (`r = 2*ra + rq`) when the pairs naming no tap read outside a tensor (a
+/// weight indexed by the tap alone) or every pair is a tap; otherwise one
+/// statement per residue. Each against the reference.
+#[test]
+fn split_windows_sum_their_residues_in_one_nest_when_the_domain_allows() {
+    type Shapes<'a> = &'a [(&'a str, &'a [usize])];
+    let cases: [(&str, Shapes, &str); 4] = [
+        (
+            "O[b,k,i,j] = I[b,c,2*i+rx-1,2*j+ry-1] * W[k,c,rx,ry] where i in 0..9, j in 0..9",
+            &[("I", &[1, 4, 17, 17]), ("W", &[8, 4, 3, 3])],
+            "* W[k, c, rx, ryq + 2*rya]",
+        ),
+        (
+            "O[k,j] = I[c,3*j+r-1] * W[k,c,r] where j in 0..10",
+            &[("I", &[3, 31]), ("W", &[16, 3, 5])],
+            "* W[k, c, rq + 3*ra]",
+        ),
+        (
+            "O[k,j] = I[c,2*j+r] * W[k,c] where r in 0..2, j in 0..10",
+            &[("I", &[3, 21]), ("W", &[16, 3])],
+            "I/2[c, rq, j + ra]",
+        ),
+        (
+            "O[k,j] = I[c,2*j+r] * W[k,c] where r in 0..3, j in 0..10",
+            &[("I", &[3, 21]), ("W", &[16, 3])],
+            "I/2[c, 1, j + r1]",
+        ),
+    ];
+    for (src, shapes, form) in cases {
+        check_compiled(src, shapes, |dump| {
+            assert!(dump.contains(form), "{src}\n{dump}")
+        });
+    }
+}
+
 /// Regressions from a review of the stride pass: a window whose last
 /// column reaches past the input where the domain rule (not a padded copy)
 /// leaves points out, with `max=` and with a sum that is not a product —

@@ -46,10 +46,11 @@ enum ReductionOrder {
     /// The longest innermost (a convolution's channels inside its taps).
     LongestInner,
     /// Longest innermost for a window of at least 3 taps in two or more
-    /// dimensions (3x3 and 3x3x3 convolutions: +11-14%, measured), else as
-    /// written (a 1D window, a stride-2 convolution's residues and a
-    /// transposed convolution's 2x2 phases were 8-35% slower with their
-    /// channels innermost, and their taps unrolled around the tile win).
+    /// dimensions (3x3 and 3x3x3 convolutions: +11-14%; a stride-2 3x3
+    /// window, its columns as residue and step: +6%, measured), else as
+    /// written (a 1D window and a transposed convolution's 2x2 phases were
+    /// 8-35% slower with their channels innermost, and their taps unrolled
+    /// around the tile win).
     Chosen,
 }
 
@@ -234,19 +235,38 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
     }
     let mut reduced: Vec<&crate::check::IndexVar> = st.vars.iter().filter(|x| x.reduced).collect();
     let trips = |x: &crate::check::IndexVar| x.hi - x.lo;
+    // A window dimension split into coupled loops (a stride-2 window's
+    // residue and step) counts as one, with all its points.
+    let group = |x: &crate::check::IndexVar| -> i64 {
+        let partners = reduced
+            .iter()
+            .filter(|y| y.name != x.name && coupled(st, &x.name, &y.name));
+        trips(x) * partners.map(|y| trips(y)).product::<i64>()
+    };
+    let groups: Vec<i64> = reduced.iter().map(|x| group(x)).collect();
     let longest_inner = match tile.order {
         ReductionOrder::Written => false,
         ReductionOrder::LongestInner => true,
         ReductionOrder::Chosen => {
             let longest = reduced.iter().map(|x| trips(x)).max().unwrap_or(0);
-            let taps = reduced.iter().filter(|x| trips(x) >= 3).count();
+            let leads = |k: usize| {
+                !reduced[..k]
+                    .iter()
+                    .any(|y| coupled(st, &y.name, &reduced[k].name))
+            };
+            let taps = (0..reduced.len())
+                .filter(|&k| leads(k) && groups[k] >= 3)
+                .count();
             taps >= 3 && reduced.iter().filter(|x| trips(x) == longest).count() == 1
         }
     };
     if longest_inner {
         // (Loops of one trip go last: they vanish, and must not be the one
-        // the tile accumulates across.)
-        reduced.sort_by_key(|x| if trips(x) <= 1 { i64::MAX } else { trips(x) });
+        // the tile accumulates across. Coupled loops stay together.)
+        let mut keyed: Vec<(i64, &crate::check::IndexVar)> =
+            groups.into_iter().zip(reduced).collect();
+        keyed.sort_by_key(|&(g, x)| if trips(x) <= 1 { i64::MAX } else { g });
+        reduced = keyed.into_iter().map(|(_, x)| x).collect();
     }
     let reduced: Vec<String> = reduced.into_iter().map(|x| x.name.clone()).collect();
     let mut order = outer.clone();
@@ -279,6 +299,17 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
         if let Some(last) = inner.iter().rev().find(|n| var_extent(n) > 1) {
             if var_extent(last) <= MAX_UNROLLED_REDUCTION {
                 d.push(Directive::Unroll(last.clone()));
+                // A reduction loop indexing one dimension together with it
+                // (a strided window's residue and step, `W[.., ryq +
+                // 2*rya]`) bounds its range: unrolled too, so that the
+                // bounds become constants and the tile sums every tap.
+                for outer in inner.iter().filter(|n| *n != last) {
+                    if coupled(st, outer, last)
+                        && var_extent(outer) * var_extent(last) <= MAX_UNROLLED_WINDOW
+                    {
+                        d.push(Directive::Unroll(outer.clone()));
+                    }
+                }
             }
         }
     }
@@ -310,6 +341,22 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
         d.push(Directive::Parallel(p.clone()));
     }
     Schedule(d)
+}
+
+/// Whether variables `a` and `b` appear together in one index of a read.
+fn coupled(st: &Statement, a: &str, b: &str) -> bool {
+    let var = |n: &str| {
+        Var(st
+            .vars
+            .iter()
+            .position(|x| x.name == n)
+            .expect("a variable") as u32)
+    };
+    let (a, b) = (var(a), var(b));
+    st.rhs
+        .reads()
+        .iter()
+        .any(|r| r.index.iter().any(|e| e.coeff(a) != 0 && e.coeff(b) != 0))
 }
 
 /// The register tile's rows along a dimension of `extent`: `max`, unless
