@@ -12,7 +12,8 @@
 
 use crate::affine::{Affine, Var};
 use crate::check::{
-    Access, Combine, IndexVar, Init, Origin, Program, RangeSource, Statement, Tensor, TensorId,
+    Access, Combine, Expr, IndexVar, Init, Origin, Program, RangeSource, Statement, Tensor,
+    TensorId,
 };
 use crate::syntax::ast::AssignOp;
 use std::cell::Cell;
@@ -31,7 +32,9 @@ pub fn split_strides(program: &Program) -> Program {
     // Copies of a caller's input, shared by the statements that read it
     // (any other tensor may change between them: `T += ..`).
     let mut copies: Vec<((TensorId, i64), TensorId)> = Vec::new();
-    program.rewrite_each(|out, st| {
+    // Copies the split copies read through (padded copies).
+    let mut through = Vec::new();
+    let out = program.rewrite_each(|out, st| {
         let Some(w) = window(program, st) else {
             out.statements.push(st.clone());
             return;
@@ -46,7 +49,10 @@ pub fn split_strides(program: &Program) -> Program {
         let copy = match copies.iter().find(|(k, _)| *k == (source, w.stride)) {
             Some((_, c)) => *c,
             None => {
-                let c = split_copy(out, source, w.stride, st);
+                let c = split_copy(program, out, source, w.stride, st);
+                if input_copy(program, source).is_some() {
+                    through.push(source);
+                }
                 if program.tensor(source).origin == Origin::Input {
                     copies.push(((source, w.stride), c));
                 }
@@ -56,7 +62,8 @@ pub fn split_strides(program: &Program) -> Program {
         if !emit_residue_loop(out, st, &w, copy) {
             emit_residues(out, st, &w, copy);
         }
-    })
+    });
+    out.without_unread(&through)
 }
 
 /// Points of a statement per element of the strided tensor below which the
@@ -115,7 +122,17 @@ fn window(program: &Program, st: &Statement) -> Option<Window> {
 }
 
 /// `X/s[.., q, x] = X[.., s*x + q]`: the copy of `source` split by residue.
-fn split_copy(out: &mut Program, source: TensorId, s: i64, st: &Statement) -> TensorId {
+/// When `source` is itself a copy of a caller's input (the padded copy
+/// `X+pad[p] = X[p - 1]`), the split copy reads the input through it
+/// (`X+pad/s[.., q, x] = X[.., s*x + q - 1]`, zeros from the domain rule),
+/// and the padded copy, read by nothing else, goes.
+fn split_copy(
+    program: &Program,
+    out: &mut Program,
+    source: TensorId,
+    s: i64,
+    st: &Statement,
+) -> TensorId {
     let t = out.tensor(source).clone();
     let n = *t.shape.last().expect("a dimension") as i64;
     let rank = t.shape.len();
@@ -136,12 +153,73 @@ fn split_copy(out: &mut Program, source: TensorId, s: i64, st: &Statement) -> Te
             .and_then(|x| x.checked_add(&var(rank - 1)))
             .expect("small"),
     );
+    let through = input_copy(program, source);
+    let (source, index) = match through.map(|(_, a)| a) {
+        Some(Access {
+            tensor, index: e, ..
+        }) => {
+            // `X[e(p)]` at `p = index`: each `p_d` replaced at once.
+            let at = |e: &Affine| {
+                let parts: Vec<(&Affine, i64)> = e
+                    .terms
+                    .iter()
+                    .map(|&(v, c)| (&index[v.index()], c))
+                    .collect();
+                Affine::sum(parts)
+                    .and_then(|x| x.add_const(e.constant))
+                    .expect("small")
+            };
+            (*tensor, e.iter().map(at).collect())
+        }
+        None => (source, index),
+    };
     // The last column may run past `X` (when `s` does not divide its
-    // width): those elements are never read, and are zero.
-    let valid = |d: usize| (d == rank && n % s != 0).then_some((0, n / s));
+    // width): those elements are never read, and are zero. (Through a
+    // padded copy, the leading dimensions keep its in-bounds ranges.)
+    let valid = |d: usize| match through {
+        Some((copy, _)) if d + 1 < rank => match copy.vars[d].source {
+            RangeSource::Where { valid } => valid,
+            _ => None,
+        },
+        _ => (d == rank && n % s != 0).then_some((0, n / s)),
+    };
     let copy = Statement::copy(id, &shape, "s", &valid, source, index, st.span);
     out.statements.push(copy);
     id
+}
+
+/// The copy statement writing `t` and its read of a caller's input
+/// (`X+pad[p0, p1] = X[p0 - 1, p1 - 1]`), if `t` is such a copy and
+/// nothing else writes it.
+fn input_copy(program: &Program, t: TensorId) -> Option<(&Statement, &Access)> {
+    let Origin::Statement(k) = program.tensor(t).origin else {
+        return None;
+    };
+    let st = &program.statements[k];
+    let Expr::Read(a) = &st.rhs else {
+        return None;
+    };
+    // (Written once: a `T += ..` later changes what the copy holds.)
+    let once = program
+        .statements
+        .iter()
+        .filter(|other| other.lhs.tensor == t)
+        .count()
+        == 1;
+    let plain = once
+        && st
+            .lhs
+            .index
+            .iter()
+            .enumerate()
+            .all(|(d, e)| e.as_var() == Some(Var(d as u32)));
+    (plain
+        && st.op == AssignOp::Assign
+        && st.init == Init::Identity
+        && st.epilogues.is_empty()
+        && st.vars.iter().all(|v| !v.reduced)
+        && program.tensor(a.tensor).origin == Origin::Input)
+        .then_some((st, a))
 }
 
 /// The statement over the copy with the tap `r` as two reduced variables,

@@ -497,3 +497,27 @@ fn regressions_against_the_reference() {
         }
     }
 }
+
+/// A copy split by residue of a padded copy of an input reads the input
+/// through it (its zeros from the domain rule), and the padded copy goes —
+/// unless another statement still reads it.
+#[test]
+fn split_copies_read_through_padded_copies() {
+    let strided = "O[k,i,j] = I[c,2*i+rx-1,2*j+ry-1] * W[k,c,rx,ry] where i in 0..8, j in 0..8";
+    let shapes: &[(&str, &[usize])] = &[("I", &[3, 16, 16]), ("W", &[8, 3, 3, 3])];
+    check_compiled(strided, shapes, |dump| {
+        assert!(
+            dump.contains("I+pad/2[s0, s1, s2, s3] = I[s0, s1 - 1, s2 + 2*s3 - 1]"),
+            "{dump}"
+        );
+        assert!(!dump.contains("I+pad[p0"), "{dump}");
+    });
+    let both = format!("{strided}\nP[k,i,j] = I[c,i+rx-1,j+ry-1] * W[k,c,rx,ry]");
+    check_compiled(&both, shapes, |dump| {
+        assert!(
+            dump.contains("I+pad[p0, p1, p2] = I[p0, p1 - 1, p2 - 1]"),
+            "{dump}"
+        );
+        assert!(dump.contains("= I[s0, s1 - 1, s2 + 2*s3 - 1]"), "{dump}");
+    });
+}

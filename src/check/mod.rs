@@ -314,7 +314,92 @@ impl Program {
         last.into_iter().map(|(_, t)| t).collect()
     }
 
-    /// A statement as a formula, e.g. `O[i, j] = A[i, k] * B[k, j]`.
+    /// The program without the statements writing those of `tensors`
+    /// nothing reads and a run does not return (a padded copy that a later
+    /// copy reads through instead), and without those tensors.
+    pub fn without_unread(&self, tensors: &[TensorId]) -> Program {
+        let mut read = vec![false; self.tensors.len()];
+        for st in &self.statements {
+            let epilogues = st.epilogues.iter().flat_map(|e| e.rhs.reads());
+            for a in st.rhs.reads().into_iter().chain(epilogues) {
+                read[a.tensor.index()] = true;
+            }
+            match st.init {
+                Init::CopyOf(t) => read[t.index()] = true,
+                Init::Existing => read[st.lhs.tensor.index()] = true,
+                Init::Identity => {}
+            }
+        }
+        for t in &self.outputs {
+            read[t.index()] = true;
+        }
+        let gone = |t: TensorId| tensors.contains(&t) && !read[t.index()];
+        if !tensors.iter().any(|&t| gone(t)) {
+            return self.clone();
+        }
+        // Old → new numbers of the tensors and statements kept.
+        let mut tensor_of = Vec::new();
+        let mut next = 0u32;
+        for k in 0..self.tensors.len() {
+            let keep = !gone(TensorId(k as u32));
+            tensor_of.push(keep.then_some(TensorId(next)));
+            next += u32::from(keep);
+        }
+        let mut statement_of = Vec::new();
+        let mut next = 0;
+        for st in &self.statements {
+            let keep = !gone(st.lhs.tensor);
+            statement_of.push(next);
+            next += usize::from(keep);
+        }
+        let new = |t: TensorId| tensor_of[t.index()].expect("a kept tensor");
+        let renumber = |a: &Access| Access {
+            tensor: new(a.tensor),
+            ..a.clone()
+        };
+        let statements = self
+            .statements
+            .iter()
+            .filter(|st| !gone(st.lhs.tensor))
+            .map(|st| Statement {
+                lhs: renumber(&st.lhs),
+                rhs: st.rhs.map_reads(&renumber),
+                init: match st.init {
+                    Init::CopyOf(t) => Init::CopyOf(new(t)),
+                    init => init,
+                },
+                epilogues: st
+                    .epilogues
+                    .iter()
+                    .map(|e| Epilogue {
+                        rhs: e.rhs.map_reads(&renumber),
+                        ..e.clone()
+                    })
+                    .collect(),
+                ..st.clone()
+            })
+            .collect();
+        let tensors = self
+            .tensors
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| tensor_of[*k].is_some())
+            .map(|(_, t)| Tensor {
+                origin: match t.origin {
+                    Origin::Statement(k) => Origin::Statement(statement_of[k]),
+                    Origin::Input => Origin::Input,
+                },
+                ..t.clone()
+            })
+            .collect();
+        Program {
+            tensors,
+            statements,
+            outputs: self.outputs.iter().map(|&t| new(t)).collect(),
+            ..self.clone()
+        }
+    }
+
     /// The program with each statement replaced by those `f` pushes for it
     /// onto `out` (at least one, the last writing the statement's output
     /// version), the tensors' origins following: how the rewriting passes
@@ -337,6 +422,7 @@ impl Program {
         out
     }
 
+    /// A statement as a formula, e.g. `O[i, j] = A[i, k] * B[k, j]`.
     pub fn statement_text(&self, st: &Statement) -> String {
         let name = |v: Var| st.vars[v.index()].name.clone();
         let access = |a: &Access| {
