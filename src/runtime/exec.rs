@@ -12,7 +12,31 @@ const PARALLEL_MIN_WORK: f64 = 200_000.0;
 /// One buffer's storage for a run: borrowed input data or owned memory.
 pub struct Bound<'a> {
     pub data: Cow<'a, [f32]>,
+    /// For an output: its length. Its storage is then the spare capacity
+    /// of `data` (an empty vector), which the nests write whole: every
+    /// output version's statement sets each element first (a fill, or an
+    /// initialising nest that covers it), so no zeroing pass is needed.
+    pub output: Option<usize>,
 }
+
+impl Bound<'_> {
+    /// Storage for an output of `len` elements, not yet written.
+    pub fn output(len: usize) -> Bound<'static> {
+        let mut v = Vec::with_capacity(len);
+        if POISON_OUTPUTS.load(std::sync::atomic::Ordering::Relaxed) {
+            v.resize(len, f32::NAN);
+            v.clear();
+        }
+        Bound {
+            data: Cow::Owned(v),
+            output: Some(len),
+        }
+    }
+}
+
+/// See [`super::poison_outputs`].
+pub(super) static POISON_OUTPUTS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 /// The buffers' base pointers, shared by the threads of a parallel nest.
 #[derive(Clone, Copy)]
@@ -41,6 +65,7 @@ pub fn run(
         .iter_mut()
         .map(|b| match &mut b.data {
             Cow::Borrowed(s) => s.as_ptr() as *mut f32,
+            // (An output's pointer is to its spare capacity.)
             Cow::Owned(v) => v.as_mut_ptr(),
         })
         .collect();
@@ -65,6 +90,15 @@ pub fn run(
                 pool::run_parallel(tasks, || call(f, p, lo, (lo + chunk).min(hi)));
             }
             _ => call(*f, p, i64::MIN, i64::MAX),
+        }
+    }
+    for b in buffers.iter_mut() {
+        if let (Some(len), Cow::Owned(v)) = (b.output, &mut b.data) {
+            assert!(v.capacity() >= len, "an output's storage");
+            // SAFETY: the nests just run wrote every one of the output's
+            // `len` elements (see `Bound::output`) into this capacity, and
+            // any bit pattern is an `f32`.
+            unsafe { v.set_len(len) };
         }
     }
 }

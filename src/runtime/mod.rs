@@ -21,6 +21,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// For tests: fill each output's storage with NaN before every run, so
+/// that an element the nests fail to write shows in the results (runs
+/// otherwise leave the storage as allocated: the nests write it whole).
+#[doc(hidden)]
+pub fn poison_outputs(on: bool) {
+    exec::POISON_OUTPUTS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Named output arrays of a run.
 pub type Outputs = HashMap<String, ArrayD<f32>>;
 
@@ -239,9 +247,9 @@ impl Kernel {
     }
 
     /// Storage for every buffer: inputs borrowed when row-major contiguous
-    /// (copied otherwise), the rest zeroed (intermediates as the memory plan
-    /// says, from a scratch set of an earlier run if one is free: then also
-    /// `true`); shapes checked.
+    /// (copied otherwise), outputs allocated for the nests to write whole,
+    /// intermediates as the memory plan says (from a scratch set of an
+    /// earlier run if one is free: then also `true`); shapes checked.
     fn bind<'a>(
         &self,
         inputs: &'a [(&str, ArrayViewD<'_, f32>)],
@@ -259,13 +267,12 @@ impl Kernel {
                 v.resize(self.memory.len[i], 0.0);
                 out.push(exec::Bound {
                     data: Cow::Owned(v),
+                    output: None,
                 });
                 continue;
             }
             if b.kind != BufKind::Input {
-                out.push(exec::Bound {
-                    data: Cow::Owned(vec![0.0; self.memory.len[i]]),
-                });
+                out.push(exec::Bound::output(self.memory.len[i]));
                 continue;
             }
             let tensor = &self.program.tensors[i];
@@ -280,7 +287,7 @@ impl Kernel {
                 Some(s) => Cow::Borrowed(s),
                 None => Cow::Owned(view.iter().copied().collect()),
             };
-            out.push(exec::Bound { data });
+            out.push(exec::Bound { data, output: None });
         }
         Ok((out, is_reused))
     }
