@@ -11,8 +11,8 @@ use crate::affine::Var;
 use crate::check::Combine;
 use crate::ir::{BufId, Expr, Func, LocalId, Loop, LoopKind, Stmt};
 
-pub fn accumulate(func: &Func) -> Func {
-    let mut out = func.clone();
+pub fn accumulate(func: Func) -> Func {
+    let mut out = func;
     let body = std::mem::take(&mut out.body);
     let body = body
         .into_iter()

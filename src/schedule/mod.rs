@@ -182,8 +182,8 @@ pub fn realise(func: &Func) -> Result<Func> {
             body: vec![nest.clone()],
         };
         let one = unroll(one);
-        let one = vectorize(&one).map_err(|m| Error::unspanned(ErrorKind::Schedule(m)))?;
-        let mut one = accumulate(&one);
+        let one = vectorize(one).map_err(|m| Error::unspanned(ErrorKind::Schedule(m)))?;
+        let mut one = accumulate(one);
         let mut body = std::mem::take(&mut one.body);
         out.var_names = one.var_names;
         out.locals = one.locals;

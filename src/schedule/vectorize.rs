@@ -11,18 +11,20 @@
 use crate::affine::{Affine, Var};
 use crate::ir::{Expr, Func, Loop, LoopKind, Stmt, LANES};
 
-pub fn vectorize(func: &Func) -> Result<Func, String> {
-    let body = func
-        .body
-        .iter()
-        .map(|s| vectorize_stmt(func, s))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(func.with_body(body.into_iter().flatten().collect()))
+pub fn vectorize(mut func: Func) -> Result<Func, String> {
+    let body = std::mem::take(&mut func.body);
+    let mut out = Vec::with_capacity(body.len());
+    for s in body {
+        out.extend(vectorize_stmt(&func, s)?);
+    }
+    func.body = out;
+    Ok(func)
 }
 
-fn vectorize_stmt(func: &Func, s: &Stmt) -> Result<Vec<Stmt>, String> {
-    let Stmt::Loop(l) = s else {
-        return Ok(vec![s.clone()]);
+/// `s` with its vectorized loops realised, rewritten in place.
+fn vectorize_stmt(func: &Func, s: Stmt) -> Result<Vec<Stmt>, String> {
+    let Stmt::Loop(mut l) = s else {
+        return Ok(vec![s]);
     };
     if let LoopKind::Vectorized(w) = l.kind {
         match l.constant_range() {
@@ -30,21 +32,14 @@ fn vectorize_stmt(func: &Func, s: &Stmt) -> Result<Vec<Stmt>, String> {
             _ => {}
         }
     }
-    let body = l
-        .body
-        .iter()
-        .map(|s| vectorize_stmt(func, s))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(vec![Stmt::Loop(Loop {
-        var: l.var,
-        lo: l.lo.clone(),
-        hi: l.hi.clone(),
-        kind: match l.kind {
-            LoopKind::Vectorized(_) => LoopKind::Serial,
-            kind => kind,
-        },
-        body: body.into_iter().flatten().collect(),
-    })])
+    let body = std::mem::take(&mut l.body);
+    for s in body {
+        l.body.extend(vectorize_stmt(func, s)?);
+    }
+    if let LoopKind::Vectorized(_) = l.kind {
+        l.kind = LoopKind::Serial;
+    }
+    Ok(vec![Stmt::Loop(l)])
 }
 
 /// The lane step of an access: `v` only in the last index, with a positive coefficient.
@@ -54,14 +49,15 @@ pub(crate) fn strided(index: &[Affine], v: Var) -> Option<i64> {
     (c > 0 && index[..n - 1].iter().all(|e| e.coeff(v) == 0)).then_some(c)
 }
 
-fn lanes(func: &Func, l: &Loop, first: i64) -> Result<Vec<Stmt>, String> {
+fn lanes(func: &Func, l: Loop, first: i64) -> Result<Vec<Stmt>, String> {
     let name = func.var_name(l.var);
     let at_first = |e: &Affine| {
         e.substitute(l.var, &Affine::constant(first))
             .expect("in range")
     };
+    let var = l.var;
     l.body
-        .iter()
+        .into_iter()
         .map(|s| match s {
             Stmt::Store {
                 buf,
@@ -70,22 +66,22 @@ fn lanes(func: &Func, l: &Loop, first: i64) -> Result<Vec<Stmt>, String> {
                 combine,
                 ..
             } => {
-                let vector = vector_value(func, value, l.var, first, name)?;
+                let vector = vector_value(func, &value, var, first, name)?;
                 match combine {
                     // Lanes stepping forward: a vector store (or a scatter).
-                    _ if strided(index, l.var).is_some() => Ok(Stmt::Store {
-                        buf: *buf,
+                    _ if strided(&index, var).is_some() => Ok(Stmt::Store {
+                        buf,
+                        step: strided(&index, var).expect("checked"),
                         index: index.iter().map(at_first).collect(),
                         value: vector,
-                        combine: *combine,
-                        step: strided(index, l.var).expect("checked"),
+                        combine,
                     }),
                     // A reduction over the loop: its lanes combine into the one element.
-                    Some(c) if index.iter().all(|e| e.coeff(l.var) == 0) => Ok(Stmt::Store {
-                        buf: *buf,
-                        index: index.clone(),
-                        value: Expr::Reduce(*c, Box::new(vector)),
-                        combine: *combine,
+                    Some(c) if index.iter().all(|e| e.coeff(var) == 0) => Ok(Stmt::Store {
+                        buf,
+                        index,
+                        value: Expr::Reduce(c, Box::new(vector)),
+                        combine,
                         step: 1,
                     }),
                     _ => Err(format!(
