@@ -54,6 +54,14 @@ fn unroll_stmt(s: Stmt, top: bool) -> Vec<Stmt> {
         Some((lo, hi)) if hi == lo + 1 && inlined && !top => return copies(l, lo, hi),
         _ => {}
     }
+    // A vector loop's partial tile of constant trips (a padded copy's
+    // first columns) becomes straight-line scalar code.
+    let partial_vector = matches!(l.kind, LoopKind::Vectorized(w) if l
+        .constant_range()
+        .is_some_and(|(lo, hi)| hi - lo < i64::from(w)));
+    if partial_vector {
+        l.kind = LoopKind::Unrolled;
+    }
     if matches!(l.kind, LoopKind::Unrolled | LoopKind::UnrolledAccumulating) {
         if let Some((lo, hi)) = l.constant_range() {
             let (var, kind) = (l.var, l.kind);
