@@ -270,36 +270,8 @@ fn emit_residue_loop(out: &mut Program, st: &Statement, w: &Window, copy: Tensor
     let r = Affine::sum([(&Affine::var(a), s), (&Affine::var(q), 1)])
         .and_then(|x| x.add_const(s * a0 - c))
         .expect("small");
-    let k = Cell::new(0);
-    let rhs = st.rhs.map_reads(&|acc: &Access| {
-        let this = k.get();
-        k.set(this + 1);
-        if this != w.read {
-            return Access {
-                index: acc
-                    .index
-                    .iter()
-                    .map(|e| e.substitute(w.tap, &r).expect("small"))
-                    .collect(),
-                ..acc.clone()
-            };
-        }
-        // `X[.., s*j + r + c]` → `X/s[.., q, j + a + a0]`.
-        let (last, rest) = acc.index.split_last().expect("a dimension");
-        let j = last.vars().find(|&v| v != w.tap).expect("the column");
-        let mut index = rest.to_vec();
-        index.push(Affine::var(q));
-        index.push(
-            Affine::sum([(&Affine::var(j), 1), (&Affine::var(a), 1)])
-                .and_then(|x| x.add_const(a0))
-                .expect("small"),
-        );
-        Access {
-            tensor: copy,
-            index,
-            span: acc.span,
-        }
-    });
+    let step_and_start = Affine::var(a).add_const(a0).expect("small");
+    let rhs = split_reads(st, w, copy, &r, &Affine::var(q), &step_and_start);
     out.statements.push(Statement {
         vars,
         rhs,
@@ -331,37 +303,8 @@ fn emit_residues(out: &mut Program, st: &Statement, w: &Window, copy: TensorId) 
             (rho + w.offset).div_euclid(s),
             (rho + w.offset).rem_euclid(s),
         );
-        let k = Cell::new(0);
-        let rhs = st.rhs.map_reads(&|a: &Access| {
-            let this = k.get();
-            k.set(this + 1);
-            if this != w.read {
-                return Access {
-                    index: a
-                        .index
-                        .iter()
-                        .map(|e| e.substitute(w.tap, &tap).expect("small"))
-                        .collect(),
-                    ..a.clone()
-                };
-            }
-            // `X[.., s*j + r + c]` → `X/s[.., q, j + a + t]`.
-            let (last, rest) = a.index.split_last().expect("a dimension");
-            let j = last.vars().find(|&v| v != w.tap).expect("the column");
-            let mut index = rest.to_vec();
-            index.push(Affine::constant(q));
-            index.push(
-                Affine::var(j)
-                    .checked_add(&Affine::var(w.tap))
-                    .and_then(|x| x.add_const(t))
-                    .expect("small"),
-            );
-            Access {
-                tensor: copy,
-                index,
-                span: a.span,
-            }
-        });
+        let step_and_start = Affine::var(w.tap).add_const(t).expect("small");
+        let rhs = split_reads(st, w, copy, &tap, &Affine::constant(q), &step_and_start);
         out.statements.push(Statement {
             vars,
             rhs,
@@ -371,6 +314,44 @@ fn emit_residues(out: &mut Program, st: &Statement, w: &Window, copy: TensorId) 
         });
         first = false;
     }
+}
+
+/// The statement's right-hand side over the split copy: the tap replaced
+/// by `tap` in the other reads, and the strided read `X[.., s*j + r + c]`
+/// by `X/s[.., residue, j + step]`.
+fn split_reads(
+    st: &Statement,
+    w: &Window,
+    copy: TensorId,
+    tap: &Affine,
+    residue: &Affine,
+    step: &Affine,
+) -> Expr {
+    let k = Cell::new(0);
+    st.rhs.map_reads(&|a: &Access| {
+        let this = k.get();
+        k.set(this + 1);
+        if this != w.read {
+            return Access {
+                index: a
+                    .index
+                    .iter()
+                    .map(|e| e.substitute(w.tap, tap).expect("small"))
+                    .collect(),
+                ..a.clone()
+            };
+        }
+        let (last, rest) = a.index.split_last().expect("a dimension");
+        let j = last.vars().find(|&v| v != w.tap).expect("the column");
+        let mut index = rest.to_vec();
+        index.push(residue.clone());
+        index.push(Affine::var(j).checked_add(step).expect("small"));
+        Access {
+            tensor: copy,
+            index,
+            span: a.span,
+        }
+    })
 }
 
 /// The operator that combines a later residue's part into the output.
