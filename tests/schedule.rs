@@ -483,6 +483,47 @@ fn automatic_schedules_block_gemm_and_convolutions() {
 }
 
 #[test]
+fn deep_windows_get_whole_one_vector_tiles() {
+    // A stride-2 window (four reduction loops) 12 wide with 32 channels:
+    // 6x8 tiles would be partial in both dimensions (four copies of the
+    // kernel to compile); 8x4 tiles cover it whole.
+    let src = "O[b,k,i,j] = I[b,c,2*i+rx-1,2*j+ry-1] * W[k,c,rx,ry] where i in 0..5, j in 0..12";
+    let inp = inputs(&[
+        ("I", rand(&[1, 3, 10, 24], 1)),
+        ("W", rand(&[32, 3, 3, 3], 2)),
+    ]);
+    let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
+        inp.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+    let shapes: Vec<(&str, &[usize])> = views.iter().map(|(n, a)| (*n, a.shape())).collect();
+    let mut kernel = einjit::Kernel::compile(src, &shapes).unwrap();
+    let conv = kernel.schedules().last().unwrap().to_string();
+    assert!(
+        conv.starts_with("split j 4; split k 8; reorder b i ko jo"),
+        "{conv}"
+    );
+    assert!(!conv.contains("split ji"), "{conv}");
+    let want = reference(src, &inp);
+    for threads in [1, 2] {
+        kernel = kernel.with_threads(threads);
+        let got = kernel.run(&views).unwrap();
+        assert_close(&got["O"], &want["O"], 1e-4);
+    }
+    // A 3x3 window of stride 1 that 8-wide vectors divide keeps 6x8 tiles.
+    let src = "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..5, j in 0..16";
+    let inp = inputs(&[
+        ("I", rand(&[1, 3, 5, 16], 1)),
+        ("W", rand(&[32, 3, 3, 3], 2)),
+    ]);
+    let shapes: Vec<(&str, &[usize])> = inp.iter().map(|(n, a)| (n.as_str(), a.shape())).collect();
+    let kernel = einjit::Kernel::compile(src, &shapes).unwrap();
+    let conv = kernel.schedules().last().unwrap().to_string();
+    assert!(
+        conv.starts_with("split j 8; split ji 4; split k 6;"),
+        "{conv}"
+    );
+}
+
+#[test]
 fn automatic_schedules_of_every_kind_of_statement_are_correct() {
     let cases: Vec<(&str, Inputs)> = vec![
         ("O[i] = A[i,k] * B[k]", inputs(&[("A", rand(&[9, 7], 1)), ("B", rand(&[7], 2))])),

@@ -193,6 +193,27 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
         || (10 * (extent(v) % nr_max) > extent(v)
             && extent(v) % lanes == 0
             && 8 * loads_per_fma_with(u, lanes) <= 9 * loads_per_fma_with(u, nr_max));
+    // A deep window (three or more reduction loops around the tile) whose
+    // two-vector tiles would be partial in both dimensions has four copies
+    // of its kernel to compile; one-vector tiles of whole rows have one (a
+    // stride-2 3x3 convolution, 28 wide with 128 channels: 8x4 tiles, 43%
+    // fewer instructions to compile on the longer compile thread, and as
+    // fast; a 1x1 convolution of that shape ran 11% slower so, and it
+    // compiles fast either way).
+    let whole = |u: usize| whole_rows(extent(u), mr_max * nr_max / lanes);
+    let deep = st
+        .vars
+        .iter()
+        .filter(|x| x.reduced && x.hi - x.lo > 1)
+        .count()
+        >= 3;
+    let one_vector = one_vector
+        || u.is_some_and(|u| {
+            deep && extent(v) % nr_max != 0
+                && extent(v) % lanes == 0
+                && extent(u) % fitted(extent(u), mr_max, 4) != 0
+                && extent(u) % whole(u) == 0
+        });
     let (vn, nr) = (name(v), if one_vector { lanes } else { nr_max });
     d.push(Directive::Split {
         var: vn.clone(),
@@ -216,7 +237,10 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
     // up to twice the rows), fitted to the dimension. A 28×28 depthwise
     // convolution gets 7×4 tiles: seven independent accumulators hide the
     // FMA latency that limits four (31 -> 34 GFLOP/s, measured).
-    let mr = u.map_or(1, |u| fitted(extent(u), mr_max * nr_max / nr, 4));
+    let mr = u.map_or(1, |u| match one_vector {
+        true => whole_rows(extent(u), mr_max * nr_max / nr),
+        false => fitted(extent(u), mr_max, 4),
+    });
     if let Some(u) = u {
         let un = name(u);
         if mr > 1 && extent(u) > mr {
@@ -387,6 +411,16 @@ fn coupled(st: &Statement, a: &str, b: &str) -> bool {
         .reads()
         .iter()
         .any(|r| r.index.iter().any(|e| e.coeff(a) != 0 && e.coeff(b) != 0))
+}
+
+/// Rows of a one-vector tile (up to `max`): a divisor of the extent in the
+/// top third of the range when there is one (no partial tile, whose
+/// unrolled kernel would be one more to compile), else as [`fitted`].
+fn whole_rows(extent: i64, max: i64) -> i64 {
+    ((2 * max + 2) / 3..=max)
+        .rev()
+        .find(|t| extent % t == 0)
+        .unwrap_or_else(|| fitted(extent, max, 4))
 }
 
 /// The register tile's rows along a dimension of `extent`: `max`, unless
