@@ -202,9 +202,19 @@ impl Error {
     }
 }
 
+/// `offset` moved back to the start of the character it falls in (a span
+/// may end inside a multi-byte character: `é` after a complete formula).
+fn char_boundary(src: &str, offset: usize) -> usize {
+    let mut p = offset.min(src.len());
+    while !src.is_char_boundary(p) {
+        p -= 1;
+    }
+    p
+}
+
 /// (1-based line, 1-based column, byte offset of the line start) of `offset`.
 fn locate(src: &str, offset: usize) -> (usize, usize, usize) {
-    let offset = offset.min(src.len());
+    let offset = char_boundary(src, offset);
     let line_start = src[..offset].rfind('\n').map_or(0, |p| p + 1);
     let line = src[..offset].matches('\n').count() + 1;
     let col = src[line_start..offset].chars().count() + 1;
@@ -253,8 +263,8 @@ impl fmt::Display for Error {
                 if s.start < line_start || s.start > line_end {
                     return;
                 }
-                let from = src[line_start..s.start].chars().count();
-                let to = src[line_start..s.end.clamp(s.start, line_end)]
+                let from = src[line_start..char_boundary(src, s.start)].chars().count();
+                let to = src[line_start..char_boundary(src, s.end.clamp(s.start, line_end))]
                     .chars()
                     .count()
                     .max(from + 1);

@@ -267,3 +267,22 @@ fn check_ok(src: &str, inputs: &Inputs) {
         panic!("{e}");
     }
 }
+
+#[test]
+fn errors_render_around_multi_byte_characters() {
+    // Spans ending inside `é`, `Ω`, `ι`, `ß` or a zero-width space render
+    // with the caret on the character.
+    for src in [
+        "O[i] = A[i]é",
+        "Ω[i] = A[i]",
+        "O[ι] = A[ι] * 2 + ",
+        "O[i] = A[i] + ß",
+        "O[i] = A[i]\u{200b}",
+    ] {
+        let e = error(src, &a3());
+        assert!(e.starts_with("error: "), "{src}: {e}");
+        assert!(e.contains("--> 1:"), "{src}: {e}");
+    }
+    let e = error("O[i] = A[i]é", &a3());
+    assert_eq!(marked(&e), "é", "{e}");
+}
