@@ -12,9 +12,11 @@
 //! - every read of it is in bounds at every point (no padding: each output
 //!   element gets exactly one value), and its other operands exist before
 //!   the producer runs;
-//! - `T` is read by no other statement, is not returned, and is written
-//!   only by its producer, whose left-hand side is plain variables and
-//!   which visits every element of `T` (no padding on output indices only).
+//! - `T` is read by no other statement (an epilogue fused into a statement
+//!   reads for it), is not returned, and is written only by its producer,
+//!   whose left-hand side is plain variables and which visits every element
+//!   of `T` (no padding on output indices only);
+//! - the consumer's own fused epilogues, which go along, do not read `T`.
 //!
 //! Otherwise the pair stays apart, and the dump says why.
 
@@ -137,7 +139,15 @@ fn fusable(
     if !output_indices_in_bounds(program, cons) {
         return Err("some of its reads fall outside their tensors (padding)".into());
     }
-    for a in cons.rhs.reads() {
+    // (Its own fused epilogues go along: they run after it, in place on its
+    // output, so they must not need `T`, which is no longer stored.)
+    let epilogue_reads = cons.epilogue_reads();
+    if epilogue_reads.iter().any(|a| a.tensor == t) {
+        return Err(format!(
+            "an elementwise statement fused into it reads `{name}` too"
+        ));
+    }
+    for a in cons.rhs.reads().into_iter().chain(epilogue_reads) {
         if a.tensor != t && flow.writers(a.tensor).iter().any(|&w| w >= p) {
             return Err(format!(
                 "it reads `{}`, which is written after `{name}`'s producer",
@@ -189,11 +199,12 @@ fn fuse(program: &Program, p: usize, c: usize, t: TensorId) -> Program {
         constant: e.constant,
     };
     let text = program.statement_text(&cons);
-    let rhs = cons.rhs.map_reads(&|a: &Access| Access {
+    let renamed = |a: &Access| Access {
         tensor: if a.tensor == t { o } else { a.tensor },
         index: a.index.iter().map(rename).collect(),
         span: a.span,
-    });
+    };
+    let rhs = cons.rhs.map_reads(&renamed);
     for e in &mut prod.epilogues {
         e.rhs = e.rhs.map_reads(&|a: &Access| Access {
             tensor: if a.tensor == t { o } else { a.tensor },
@@ -205,6 +216,11 @@ fn fuse(program: &Program, p: usize, c: usize, t: TensorId) -> Program {
         span: cons.span,
         text,
     });
+    prod.epilogues
+        .extend(cons.epilogues.iter().map(|e| Epilogue {
+            rhs: e.rhs.map_reads(&renamed),
+            ..e.clone()
+        }));
     prod.lhs.tensor = o;
     out.tensors[o.index()].origin = Origin::Statement(p);
     for tensor in &mut out.tensors {

@@ -34,7 +34,14 @@ impl Dataflow {
         let mut writers = vec![Vec::new(); program.tensors.len()];
         let mut readers = vec![Vec::new(); program.tensors.len()];
         for (n, st) in program.statements.iter().enumerate() {
-            let mut used: Vec<TensorId> = st.rhs.reads().iter().map(|a| a.tensor).collect();
+            // (A fused epilogue's reads are the statement's too.)
+            let mut used: Vec<TensorId> = st
+                .rhs
+                .reads()
+                .into_iter()
+                .chain(st.epilogue_reads())
+                .map(|a| a.tensor)
+                .collect();
             if let Init::CopyOf(src) = st.init {
                 used.push(src);
             }

@@ -387,3 +387,31 @@ fn chains_fuse_by_the_slices_they_share_and_others_say_why() {
         "{dump}"
     );
 }
+
+#[test]
+fn intermediates_read_again_after_a_fused_consumer_stay_correct() {
+    // `O = U + T` fuses into `U`'s producer, so `T` is then read by that
+    // statement's epilogue: `T`'s own producer must not absorb the statement
+    // (dropping the epilogue gave `-A`), nor lose `T` while the epilogue
+    // reads it (a panic when an unfusable statement sat between them).
+    let a = || inputs(&[("A", rand(&[5], 1))]);
+    let dump = check_pipeline("T[i] = A[i] * 1\nU[i] = -T[i]\nO[i] = U[i] + T[i]", &a());
+    assert!(dump.contains("reads `T` too"), "{dump}");
+    check_pipeline("T[i] = A[i] * 1\nU[i] = -T[i]\nO[i] = U[i] + T[4-i]", &a());
+    check_pipeline(
+        "T[i] = A[i] * 1\nU[i] = T[i] * 2\nV[i] = U[4-i] * 1\nW[i] = V[i] + T[i]",
+        &a(),
+    );
+    let ab = inputs(&[("A", rand(&[4, 3], 1)), ("B", rand(&[3, 5], 2))]);
+    check_pipeline(
+        "T[i,j] = A[i,k] * B[k,j]\nU[i,j] = relu(T[i,j])\nO[i,j] = U[i,j] * 2 + T[i,j]",
+        &ab,
+    );
+    // A consumer's own epilogues that do not need `T` go along with it.
+    let dump = check_pipeline(
+        "T[i] = A[i] * 3\nU[i] = T[i] + 1\nV[i] = relu(U[i])\nO[i] = V[i] * 2",
+        &a(),
+    );
+    assert_eq!(dump.matches("# fused:").count(), 3, "{dump}");
+    assert!(!dump.contains("T:"), "{dump}");
+}

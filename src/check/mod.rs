@@ -264,6 +264,16 @@ impl Statement {
     }
 
     /// Every access of the statement: the write, then the reads.
+    /// What the fused epilogues read besides the statement's own output
+    /// (which they update in place).
+    pub fn epilogue_reads(&self) -> Vec<&Access> {
+        self.epilogues
+            .iter()
+            .flat_map(|e| e.rhs.reads())
+            .filter(|a| a.tensor != self.lhs.tensor)
+            .collect()
+    }
+
     pub fn accesses(&self) -> Vec<&Access> {
         let mut all = vec![&self.lhs];
         all.extend(self.rhs.reads());

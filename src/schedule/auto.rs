@@ -703,8 +703,10 @@ fn vector_dim(st: &Statement) -> Option<usize> {
     {
         return None;
     }
-    // Contiguous, or strided (a gather, still worth it for the FMAs it feeds).
-    let contiguous = st.rhs.reads().iter().all(|a| {
+    // Contiguous, or strided (a gather, still worth it for the FMAs it feeds),
+    // in the fused epilogues' reads too.
+    let epilogue_reads = st.epilogues.iter().flat_map(|e| e.rhs.reads());
+    let contiguous = st.rhs.reads().into_iter().chain(epilogue_reads).all(|a| {
         let uses = a.index.iter().any(|e| e.coeff(last) != 0);
         !uses || crate::schedule::vectorize::strided(&a.index, last).is_some()
     });
