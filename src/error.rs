@@ -30,7 +30,7 @@ impl Span {
 pub enum ErrorKind {
     #[error("syntax error: {0}")]
     Syntax(String),
-    #[error("unknown tensor `{0}`: it is neither an input nor produced by an earlier statement")]
+    #[error("unknown tensor `{0}`: no input of that name was given, and no earlier statement produces it")]
     UnknownTensor(String),
     #[error("`{tensor}` is used before it is defined: statement {defined_at} defines it (move that statement first, or pass `{tensor}` as an input)")]
     UsedBeforeDefinition { tensor: String, defined_at: usize },
@@ -63,6 +63,8 @@ pub enum ErrorKind {
     NonAffine(String),
     #[error("integer overflow in index arithmetic")]
     IndexOverflow,
+    #[error("an index of `{0}` reaches beyond 2³² elements (a coefficient or offset too large)")]
+    IndexTooLarge(String),
     #[error("conflicting sizes for index `{var}`: {first} from {first_at} but {second} from {second_at}")]
     ConflictingSizes {
         var: String,

@@ -32,6 +32,11 @@ fn runtime_errors_name_the_input() {
     let a = rand(&[3], 1);
     let e = f.run(&[("A", a.view())]).unwrap_err();
     assert!(e.to_string().contains("unknown tensor `B`"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("no input of that name was given, and no earlier statement produces it"),
+        "{e}"
+    );
     let k = Kernel::compile("O[i] = A[i] * B[i]", &[("A", &[3]), ("B", &[3])]).unwrap();
     let e = k.run(&[("A", a.view())]).unwrap_err();
     assert_eq!(e.kind(), &ErrorKind::MissingInput("B".into()));

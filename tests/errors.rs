@@ -213,7 +213,11 @@ fn index_arithmetic_overflow() {
     let e = error("O[i] = A[i + 9223372036854775807 + 1]", &a3());
     assert!(e.contains("integer overflow in index arithmetic"), "{e}");
     let e = error("O[i] = A[99999999999999999999 * i]", &a3());
-    assert!(e.contains("overflow"), "{e}");
+    assert!(
+        e.contains("the integer 99999999999999999999 is too large for an index"),
+        "{e}"
+    );
+    assert_eq!(marked(&e), "99999999999999999999", "{e}");
 }
 
 #[test]
@@ -285,4 +289,78 @@ fn errors_render_around_multi_byte_characters() {
     }
     let e = error("O[i] = A[i]é", &a3());
     assert_eq!(marked(&e), "é", "{e}");
+}
+
+#[test]
+fn huge_index_coefficients_are_refused_with_their_access() {
+    let big = "4611686018427387904";
+    let cases: Vec<(String, Inputs, &str)> = vec![
+        (
+            format!("O[i] = B[{big}*i]"),
+            inputs(&[("B", rand(&[5], 1))]),
+            "B",
+        ),
+        (
+            format!("O[i] = A[{big}*i] + B[i]"),
+            inputs(&[("A", rand(&[12], 1)), ("B", rand(&[5], 2))]),
+            "A",
+        ),
+        (
+            format!("O[b,c,i] = I[b,c,i+{big}*rx-1] * W[c,0,rx] where i in 0..5"),
+            inputs(&[("I", rand(&[1, 1, 7], 1)), ("W", rand(&[1, 1, 3], 2))]),
+            "I",
+        ),
+        (
+            format!("O[b,k,{big}*i+rx] += I[b,c,i] * W[c,k,rx]"),
+            inputs(&[
+                ("I", rand(&[2, 4, 7], 1)),
+                ("W", rand(&[4, 2, 1], 2)),
+                ("O", rand(&[2, 2, 13], 3)),
+            ]),
+            "O",
+        ),
+    ];
+    for (src, i, tensor) in cases {
+        let e = error(&src, &i);
+        assert!(
+            e.contains(&format!(
+                "an index of `{tensor}` reaches beyond 2³² elements"
+            )) || e.contains("integer overflow in index arithmetic"),
+            "{src}: {e}"
+        );
+        assert!(e.contains("--> 1:"), "{e}");
+    }
+    // Large but meaningful strides stay legal.
+    let ok = inputs(&[("A", rand(&[3, 70000], 1))]);
+    einjit::check_source("O[i] = A[0, 65536*i] where i in 0..2", &shapes(&ok)).unwrap();
+}
+
+#[test]
+fn overly_deep_expressions_are_errors_not_stack_overflows() {
+    let i = inputs(&[("A", rand(&[3, 2], 1))]);
+    let nested = |n: usize| format!("O[i] = {}A[i,0]{}", "relu(".repeat(n), ")".repeat(n));
+    let chain = |n: usize| format!("O[i] = A[i,0]{}", " + A[i,1]".repeat(n));
+    let index_chain = |n: usize| format!("O[i] = A[i{},0]", " + 0".repeat(n));
+    for src in [nested(3000), chain(20000), index_chain(20000), nested(300)] {
+        let e = error(&src, &i);
+        assert!(
+            e.contains("expression too deep: more than 256 levels"),
+            "{e}"
+        );
+        assert!(e.contains("--> 1:"), "{e}");
+    }
+    // Parentheses add no level; pest refuses them first when too deep.
+    for n in [1000, 20000] {
+        let src = format!("O[i] = {}A[i,0]{}", "(".repeat(n), ")".repeat(n));
+        if let Ok(p) = einjit::check_source(&src, &shapes(&i)) {
+            assert_eq!(p.statements.len(), 1);
+        }
+    }
+    // Within the limit they check and run.
+    for src in [nested(200), chain(200), index_chain(200)] {
+        let want = reference(&src, &i);
+        let views = [("A", i["A"].view())];
+        let got = einjit::Formula::new(&src).unwrap().run(&views).unwrap();
+        assert_close(&got["O"], &want["O"], 1e-4);
+    }
 }

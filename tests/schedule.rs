@@ -119,6 +119,16 @@ fn illegal_directives_are_typed_errors_naming_the_loop() {
     assert!(e.contains("1 | O[2*i+rx-1] += I[i] * W[rx]"), "{e}");
     // Packing: a read of the statement, once, and no blow-up of memory.
     assert!(err("pack C").contains("`pack C`: no tensor `C`"));
+    let e = err("accumulate k; accumulate k");
+    assert!(
+        e.contains("cannot accumulate across `k`: it is already accumulating"),
+        "{e}"
+    );
+    let e = err("parallel i; accumulate i");
+    assert!(
+        e.contains("cannot accumulate across `i`: it is parallel"),
+        "{e}"
+    );
     assert!(err("pack O").contains("cannot pack `O`: it is the statement's output"));
     let e = scheduled("O[i,j] = A[i,k] * A[k,j]", &i, "pack A").unwrap_err();
     assert!(

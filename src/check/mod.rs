@@ -685,6 +685,14 @@ impl Checker<'_> {
                 (id, Init::Identity)
             }
         };
+        let reads = rhs.reads();
+        for a in reads.iter().copied().chain([&Access {
+            tensor: lhs_tensor,
+            index: lhs_index.clone(),
+            span: lhs_span,
+        }]) {
+            self.check_index_magnitude(a, &index_vars)?;
+        }
         let combine = match st.op {
             AssignOp::Assign | AssignOp::AddAssign => Combine::Sum,
             AssignOp::MaxAssign => Combine::Max,
@@ -704,6 +712,38 @@ impl Checker<'_> {
             span: st.span,
             epilogues: Vec::new(),
         })
+    }
+
+    /// Refuse an access whose coefficients, offsets or values, counted in
+    /// elements of its tensor, go beyond [`MAX_ELEMENTS`]: meaningful indices
+    /// never do (a variable stepping that far leaves the tensor at once),
+    /// and the address arithmetic of later stages must not overflow
+    /// (`B[4611686018427387904*i]` with `i` only 0).
+    fn check_index_magnitude(&self, a: &Access, vars: &[IndexVar]) -> Result<()> {
+        let shape = &self.tensors[a.tensor.index()].shape;
+        let too_large = || {
+            let name = self.tensors[a.tensor.index()].name.clone();
+            Error::new(ErrorKind::IndexTooLarge(name), a.span)
+        };
+        let mut stride: u128 = 1;
+        for (e, &n) in a.index.iter().zip(shape).rev() {
+            let (lo, hi) = e
+                .bounds_over(&|v| (vars[v.index()].lo, vars[v.index()].hi))
+                .ok_or_else(too_large)?;
+            let reach = e
+                .terms
+                .iter()
+                .map(|&(_, k)| k)
+                .chain([e.constant, lo, hi])
+                .map(|x| u128::from(x.unsigned_abs()) * stride)
+                .max()
+                .unwrap_or(0);
+            if reach > u128::from(MAX_ELEMENTS) {
+                return Err(too_large());
+            }
+            stride *= n.max(1) as u128;
+        }
+        Ok(())
     }
 
     fn expr(&mut self, e: &ast::Expr, vars: &mut VarTable) -> Result<Expr> {

@@ -379,7 +379,12 @@ impl Spec {
                     LoopKind::Serial => LoopKind::Accumulating,
                     LoopKind::Unrolled => LoopKind::UnrolledAccumulating,
                     kind => {
-                        return Err(format!("cannot accumulate across `{name}`: it is {kind:?}"))
+                        let what = match kind {
+                            LoopKind::Parallel => "parallel",
+                            LoopKind::Vectorized(_) => "vectorized",
+                            _ => "already accumulating",
+                        };
+                        return Err(format!("cannot accumulate across `{name}`: it is {what}"));
                     }
                 };
                 Ok(())

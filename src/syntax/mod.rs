@@ -104,7 +104,7 @@ fn statement(p: Pair<Rule>) -> Result<Statement> {
         "min=" => AssignOp::MinAssign,
         other => unreachable!("grammar admits no operator {other}"),
     };
-    let rhs = expr(it.next().unwrap())?;
+    let rhs = expr(it.next().unwrap(), 0)?;
     let mut ranges = Vec::new();
     if let Some(w) = it.next() {
         for r in w.into_inner() {
@@ -112,8 +112,8 @@ fn statement(p: Pair<Rule>) -> Result<Statement> {
             let mut parts = r.into_inner();
             ranges.push(RangeDecl {
                 var: ident(parts.next().unwrap()),
-                lo: index_expr(parts.next().unwrap())?,
-                hi: index_expr(parts.next().unwrap())?,
+                lo: index_expr(parts.next().unwrap(), 0)?,
+                hi: index_expr(parts.next().unwrap(), 0)?,
                 span,
             });
         }
@@ -131,7 +131,7 @@ fn access(p: Pair<Rule>) -> Result<Access> {
     let span = span_of(&p);
     let mut it = p.into_inner();
     let tensor = ident(it.next().unwrap());
-    let indices = it.map(index_expr).collect::<Result<_>>()?;
+    let indices = it.map(|e| index_expr(e, 0)).collect::<Result<_>>()?;
     Ok(Access {
         tensor,
         indices,
@@ -139,14 +139,17 @@ fn access(p: Pair<Rule>) -> Result<Access> {
     })
 }
 
-fn index_expr(p: Pair<Rule>) -> Result<IndexExpr> {
+fn index_expr(p: Pair<Rule>, depth: usize) -> Result<IndexExpr> {
     let span = span_of(&p);
+    too_deep(depth, span)?;
     match p.as_rule() {
         Rule::index_expr => {
             let mut it = p.into_inner();
-            let mut acc = index_expr(it.next().unwrap())?;
+            let mut acc = index_expr(it.next().unwrap(), depth)?;
+            let mut depth = depth;
             while let Some(op) = it.next() {
-                let rhs = index_expr(it.next().unwrap())?;
+                depth += 1;
+                let rhs = index_expr(it.next().unwrap(), depth)?;
                 let s = acc.span().to(rhs.span());
                 acc = match op.as_str() {
                     "+" => IndexExpr::Add(Box::new(acc), Box::new(rhs), s),
@@ -157,16 +160,18 @@ fn index_expr(p: Pair<Rule>) -> Result<IndexExpr> {
         }
         Rule::index_term => {
             let mut it = p.into_inner();
-            let mut acc = index_expr(it.next().unwrap())?;
+            let mut acc = index_expr(it.next().unwrap(), depth)?;
+            let mut depth = depth;
             for f in it {
-                let rhs = index_expr(f)?;
+                depth += 1;
+                let rhs = index_expr(f, depth)?;
                 let s = acc.span().to(rhs.span());
                 acc = IndexExpr::Mul(Box::new(acc), Box::new(rhs), s);
             }
             Ok(acc)
         }
         Rule::index_neg => Ok(IndexExpr::Neg(
-            Box::new(index_expr(p.into_inner().next().unwrap())?),
+            Box::new(index_expr(p.into_inner().next().unwrap(), depth + 1)?),
             span,
         )),
         Rule::index_var => Ok(IndexExpr::Var(ident(p.into_inner().next().unwrap()))),
@@ -174,19 +179,44 @@ fn index_expr(p: Pair<Rule>) -> Result<IndexExpr> {
             .as_str()
             .parse::<i64>()
             .map(|v| IndexExpr::Int(v, span))
-            .map_err(|_| Error::new(ErrorKind::IndexOverflow, span)),
+            .map_err(|_| {
+                let msg = format!("the integer {} is too large for an index", p.as_str());
+                Error::new(ErrorKind::Syntax(msg), span)
+            }),
         r => unreachable!("unexpected rule {r:?} in an index expression"),
     }
 }
 
-fn expr(p: Pair<Rule>) -> Result<Expr> {
+/// Levels an expression tree may have (a function call or negation one,
+/// each operand of a chain `a + b + c` one more; parentheses none): later
+/// stages walk the tree recursively, and a deeper one would exhaust the
+/// stack instead of failing with an error.
+const MAX_DEPTH: usize = 256;
+
+/// The error for a tree deeper than [`MAX_DEPTH`] at `span`.
+fn too_deep(depth: usize, span: Span) -> Result<()> {
+    match depth > MAX_DEPTH {
+        true => Err(Error::new(
+            ErrorKind::Syntax(format!(
+                "expression too deep: more than {MAX_DEPTH} levels of nesting or operands in a chain"
+            )),
+            span,
+        )),
+        false => Ok(()),
+    }
+}
+
+fn expr(p: Pair<Rule>, depth: usize) -> Result<Expr> {
     let span = span_of(&p);
+    too_deep(depth, span)?;
     match p.as_rule() {
         Rule::expr | Rule::term => {
             let mut it = p.into_inner();
-            let mut acc = expr(it.next().unwrap())?;
+            let mut acc = expr(it.next().unwrap(), depth)?;
+            let mut depth = depth;
             while let Some(op) = it.next() {
-                let rhs = expr(it.next().unwrap())?;
+                depth += 1;
+                let rhs = expr(it.next().unwrap(), depth)?;
                 let s = expr_span(&acc).to(expr_span(&rhs));
                 let op = match op.as_str() {
                     "+" => BinOp::Add,
@@ -199,7 +229,7 @@ fn expr(p: Pair<Rule>) -> Result<Expr> {
             Ok(acc)
         }
         Rule::neg => Ok(Expr::Neg(
-            Box::new(expr(p.into_inner().next().unwrap())?),
+            Box::new(expr(p.into_inner().next().unwrap(), depth + 1)?),
             span,
         )),
         Rule::number => {
@@ -213,7 +243,7 @@ fn expr(p: Pair<Rule>) -> Result<Expr> {
         Rule::call => {
             let mut it = p.into_inner();
             let name = ident(it.next().unwrap());
-            let args = it.map(expr).collect::<Result<Vec<_>>>()?;
+            let args = it.map(|a| expr(a, depth + 1)).collect::<Result<Vec<_>>>()?;
             let func = Func::from_name(&name.name).ok_or_else(|| {
                 Error::new(ErrorKind::UnknownFunction(name.name.clone()), name.span)
             })?;
