@@ -263,7 +263,6 @@ impl Statement {
         name
     }
 
-    /// Every access of the statement: the write, then the reads.
     /// What the fused epilogues read besides the statement's own output
     /// (which they update in place).
     pub fn epilogue_reads(&self) -> Vec<&Access> {
@@ -274,6 +273,7 @@ impl Statement {
             .collect()
     }
 
+    /// Every access of the statement: the write, then the reads.
     pub fn accesses(&self) -> Vec<&Access> {
         let mut all = vec![&self.lhs];
         all.extend(self.rhs.reads());
