@@ -364,3 +364,16 @@ fn overly_deep_expressions_are_errors_not_stack_overflows() {
         assert_close(&got["O"], &want["O"], 1e-4);
     }
 }
+
+#[test]
+fn division_in_an_index_says_so() {
+    let e = error("O[i] = M[i/2, 0]", &a3());
+    assert!(
+        e.contains("an index is integer arithmetic with `+`, `-` and `*` only: no `/`"),
+        "{e}"
+    );
+    assert_eq!(marked(&e), "/", "{e}");
+    // A `/` between values is division, as before.
+    let i = a3();
+    einjit::check_source("O[i] = M[i, 0] / 2", &shapes(&i)).unwrap();
+}

@@ -13,7 +13,7 @@ struct Grammar;
 
 /// Parse a whole program (one or more statements).
 pub fn parse(src: &str) -> Result<Program> {
-    let mut pairs = Grammar::parse(Rule::program, src).map_err(syntax_error)?;
+    let mut pairs = Grammar::parse(Rule::program, src).map_err(|e| syntax_error(e, src))?;
     let program = pairs.next().expect("pest returns the program rule");
     let statements = program
         .into_inner()
@@ -55,10 +55,18 @@ fn rule_name(rule: &Rule) -> String {
     .to_string()
 }
 
-fn syntax_error(e: pest::error::Error<Rule>) -> Error {
+fn syntax_error(e: pest::error::Error<Rule>, src: &str) -> Error {
     let span = match e.location {
         pest::error::InputLocation::Pos(p) => Span::new(p, p + 1),
         pest::error::InputLocation::Span((a, b)) => Span::new(a, b.max(a + 1)),
+    };
+    // A `/` inside brackets: an index divided (`A[i/2]`), which affine
+    // indices cannot express.
+    let before = &src[..span.start.min(src.len())];
+    let in_index = before.matches('[').count() > before.matches(']').count();
+    let hint = match in_index && src[before.len()..].starts_with('/') {
+        true => " (an index is integer arithmetic with `+`, `-` and `*` only: no `/`)",
+        false => "",
     };
     let e = e.renamed_rules(rule_name);
     let msg = match &e.variant {
@@ -79,7 +87,7 @@ fn syntax_error(e: pest::error::Error<Rule>) -> Error {
         }
         pest::error::ErrorVariant::CustomError { message } => message.clone(),
     };
-    Error::new(ErrorKind::Syntax(msg), span)
+    Error::new(ErrorKind::Syntax(format!("{msg}{hint}")), span)
 }
 
 fn span_of(p: &Pair<Rule>) -> Span {
