@@ -685,12 +685,12 @@ impl Checker<'_> {
                 (id, Init::Identity)
             }
         };
-        let reads = rhs.reads();
-        for a in reads.iter().copied().chain([&Access {
+        let lhs = Access {
             tensor: lhs_tensor,
-            index: lhs_index.clone(),
+            index: lhs_index,
             span: lhs_span,
-        }]) {
+        };
+        for a in rhs.reads().into_iter().chain([&lhs]) {
             self.check_index_magnitude(a, &index_vars)?;
         }
         let combine = match st.op {
@@ -700,11 +700,7 @@ impl Checker<'_> {
         };
         Ok(Statement {
             vars: index_vars,
-            lhs: Access {
-                tensor: lhs_tensor,
-                index: lhs_index,
-                span: lhs_span,
-            },
+            lhs,
             combine,
             init,
             rhs,

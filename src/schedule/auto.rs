@@ -200,7 +200,6 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
     // fewer instructions to compile on the longer compile thread, and as
     // fast; a 1x1 convolution of that shape ran 11% slower so, and it
     // compiles fast either way).
-    let whole = |u: usize| whole_rows(extent(u), mr_max * nr_max / lanes);
     let deep = st
         .vars
         .iter()
@@ -212,7 +211,7 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
             deep && extent(v) % nr_max != 0
                 && extent(v) % lanes == 0
                 && extent(u) % fitted(extent(u), mr_max, 4) != 0
-                && extent(u) % whole(u) == 0
+                && extent(u) % whole_rows(extent(u), mr_max * nr_max / lanes) == 0
         });
     let (vn, nr) = (name(v), if one_vector { lanes } else { nr_max });
     d.push(Directive::Split {
@@ -705,10 +704,14 @@ fn vector_dim(st: &Statement) -> Option<usize> {
     }
     // Contiguous, or strided (a gather, still worth it for the FMAs it feeds),
     // in the fused epilogues' reads too.
-    let epilogue_reads = st.epilogues.iter().flat_map(|e| e.rhs.reads());
-    let contiguous = st.rhs.reads().into_iter().chain(epilogue_reads).all(|a| {
-        let uses = a.index.iter().any(|e| e.coeff(last) != 0);
-        !uses || crate::schedule::vectorize::strided(&a.index, last).is_some()
-    });
+    let contiguous = st
+        .rhs
+        .reads()
+        .into_iter()
+        .chain(st.epilogue_reads())
+        .all(|a| {
+            let uses = a.index.iter().any(|e| e.coeff(last) != 0);
+            !uses || crate::schedule::vectorize::strided(&a.index, last).is_some()
+        });
     contiguous.then_some(last.index())
 }
