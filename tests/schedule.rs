@@ -534,6 +534,47 @@ fn deep_windows_get_whole_one_vector_tiles() {
 }
 
 #[test]
+fn short_rows_of_a_deep_window_take_a_second_row_dimension() {
+    // Four output channels per group fill only four accumulators of a
+    // one-vector tile; two output rows make eight, and 12-wide rows in
+    // 4-lane vectors leave no partial tile. `rx` steps through the input's
+    // rows with `i`, so it goes innermost, unrolled with the rows.
+    let src = "O[b,4*g+k,i,j] = I[b,4*g+c,i+rx-1,j+ry-1] * W[4*g+k,c,rx,ry] \
+               where g in 0..3, k in 0..4, i in 0..6, j in 0..12";
+    let inp = inputs(&[
+        ("I", rand(&[1, 12, 6, 12], 1)),
+        ("W", rand(&[12, 4, 3, 3], 2)),
+    ]);
+    let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
+        inp.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+    let shapes: Vec<(&str, &[usize])> = views.iter().map(|(n, a)| (*n, a.shape())).collect();
+    let mut kernel = einjit::Kernel::compile(src, &shapes).unwrap();
+    let conv = kernel.schedules().last().unwrap().to_string();
+    assert_eq!(
+        conv,
+        "split j 4; split i 2; reorder b g io jo ry c rx ii k ji; unroll ii; unroll k; \
+         unroll rx; vectorize ji; accumulate ry; parallel g"
+    );
+    let want = reference(src, &inp);
+    for threads in [1, 2] {
+        kernel = kernel.with_threads(threads);
+        let got = kernel.run(&views).unwrap();
+        assert_close(&got["O"], &want["O"], 1e-4);
+    }
+    // With 16-wide rows (whole in 8-lane tiles) the 4x8 tile stays.
+    let src = "O[b,4*g+k,i,j] = I[b,4*g+c,i+rx-1,j+ry-1] * W[4*g+k,c,rx,ry] \
+               where g in 0..3, k in 0..4, i in 0..6, j in 0..16";
+    let inp = inputs(&[
+        ("I", rand(&[1, 12, 6, 16], 1)),
+        ("W", rand(&[12, 4, 3, 3], 2)),
+    ]);
+    let shapes: Vec<(&str, &[usize])> = inp.iter().map(|(n, a)| (n.as_str(), a.shape())).collect();
+    let kernel = einjit::Kernel::compile(src, &shapes).unwrap();
+    let conv = kernel.schedules().last().unwrap().to_string();
+    assert!(conv.starts_with("split j 8; split ji 4; reorder"), "{conv}");
+}
+
+#[test]
 fn automatic_schedules_of_every_kind_of_statement_are_correct() {
     let cases: Vec<(&str, Inputs)> = vec![
         ("O[i] = A[i,k] * B[k]", inputs(&[("A", rand(&[9, 7], 1)), ("B", rand(&[7], 2))])),
