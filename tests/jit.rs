@@ -412,16 +412,27 @@ fn pooling_skips_nan_inputs_like_f32_max() {
 
 /// One kernel run again and again on different inputs gives each run's own
 /// result: intermediates' storage is reused between runs, and the nests
-/// that only fill a private temporary with constants (a padded copy's zero
-/// border) run on its first use only.
+/// that only fill a private temporary with constants run on its first use
+/// only — or, filling zeros (a padded copy's border), not at all, since
+/// fresh storage is zeroed: those are not even compiled.
 #[test]
 fn repeated_runs_of_one_kernel_on_new_inputs() {
-    let mut run_once = 0;
+    let (mut run_once, mut zeroed) = (0, 0);
     for (_, src, shapes) in operations(7) {
         let formula = Formula::new(&src).unwrap();
         let dims: Vec<(&str, &[usize])> = shapes.iter().map(|(n, s)| (*n, s.as_slice())).collect();
         let kernel = formula.kernel(&dims).unwrap();
-        run_once += kernel.memory().once.iter().filter(|&&o| o).count();
+        let memory = kernel.memory();
+        run_once += memory.once.iter().filter(|&&o| o).count();
+        let left_out = memory.zeroed.iter().filter(|&&z| z).count();
+        zeroed += left_out;
+        assert!(memory
+            .zeroed
+            .iter()
+            .zip(&memory.once)
+            .all(|(&z, &o)| o || !z));
+        let compiled = kernel.clif().matches("; nest ").count();
+        assert_eq!(compiled, memory.once.len() - left_out, "{src}");
         for run in 0..3u64 {
             let list: Vec<(&str, ArrayD<f32>)> = shapes
                 .iter()
@@ -437,8 +448,10 @@ fn repeated_runs_of_one_kernel_on_new_inputs() {
             }
         }
     }
-    // The padded convolutions' zero borders are filled once.
+    // The padded convolutions' zero borders are filled once: by the
+    // allocation.
     assert!(run_once >= 5, "{run_once} nests run once");
+    assert_eq!(zeroed, run_once);
 }
 
 /// Programs that once went wrong, each run three times on one kernel (with

@@ -39,13 +39,15 @@ pub struct NestInfo {
     pub work: f64,
 }
 
-/// A compiled function: native code for every nest, kept alive by the module.
+/// A compiled function: native code for every nest but those left out,
+/// kept alive by the module.
 pub struct Compiled {
     module: Option<JITModule>,
-    nests: Vec<(NestFn, NestInfo)>,
-    /// The Cranelift IR of every nest, printed on demand (printing costs
-    /// more than a copy, and compile time matters).
-    functions: Vec<ir::Function>,
+    /// Per nest, in program order; `None` for a nest left out.
+    nests: Vec<Option<(NestFn, NestInfo)>>,
+    /// The Cranelift IR of every compiled nest with its number, printed on
+    /// demand (printing costs more than a copy, and compile time matters).
+    functions: Vec<(usize, ir::Function)>,
 }
 
 // SAFETY: after `finalize_definitions` the module's code and data are never
@@ -74,16 +76,15 @@ impl std::fmt::Debug for Compiled {
 }
 
 impl Compiled {
-    /// The compiled nests, in program order.
-    pub fn nests(&self) -> &[(NestFn, NestInfo)] {
+    /// Every nest's code, in program order (`None`: left out).
+    pub fn nests(&self) -> &[Option<(NestFn, NestInfo)>] {
         &self.nests
     }
 
-    /// The Cranelift IR of every nest.
+    /// The Cranelift IR of every compiled nest.
     pub fn clif(&self) -> String {
         self.functions
             .iter()
-            .enumerate()
             .map(|(n, f)| format!("; nest {}\n{}\n", n + 1, f.display()))
             .collect()
     }
@@ -121,10 +122,11 @@ fn has_fma(isa: &OwnedTargetIsa) -> bool {
         .any(|f| f.name == "has_fma" && f.as_bool() == Some(true))
 }
 
-/// Compile every nest of `func`. Nests are built and compiled by Cranelift
-/// on up to [`COMPILE_THREADS`] threads, largest first (each is its own
-/// function; the JIT module only links the finished code).
-pub fn compile(func: &Func) -> Result<Compiled> {
+/// Compile every nest of `func` but those `leave_out` marks (nests that
+/// never need to run). Nests are built and compiled by Cranelift on up to
+/// [`COMPILE_THREADS`] threads, largest first (each is its own function;
+/// the JIT module only links the finished code).
+pub fn compile(func: &Func, leave_out: &[bool]) -> Result<Compiled> {
     let err = |e: String| Error::unspanned(ErrorKind::Codegen(e));
     let isa = isa()?;
     let mut builder = JITBuilder::with_isa(isa.clone(), cranelift_module::default_libcall_names());
@@ -143,7 +145,9 @@ pub fn compile(func: &Func) -> Result<Compiled> {
         .collect::<Result<Vec<_>>>()?;
 
     // Largest nest first, so that the threads finish together.
-    let mut order: Vec<usize> = (0..func.body.len()).collect();
+    let mut order: Vec<usize> = (0..func.body.len())
+        .filter(|&n| leave_out.get(n) != Some(&true))
+        .collect();
     order.sort_by_key(|&n| std::cmp::Reverse(func.body[n].size()));
     let next = AtomicUsize::new(0);
     let threads = COMPILE_THREADS.min(order.len()).max(1);
@@ -170,32 +174,29 @@ pub fn compile(func: &Func) -> Result<Compiled> {
     compiled.sort_by_key(|(n, _)| *n);
 
     let mut functions = Vec::new();
-    for ((n, nest), id) in compiled.into_iter().zip(&ids) {
+    for (n, nest) in compiled {
         let nest = nest?;
         module
-            .define_function_bytes(*id, nest.alignment, &nest.code, &nest.relocs)
+            .define_function_bytes(ids[n], nest.alignment, &nest.code, &nest.relocs)
             .map_err(|e| err(e.to_string()))?;
-        debug_assert_eq!(functions.len(), n);
-        functions.push(nest.function);
+        functions.push((n, nest.function));
     }
     module
         .finalize_definitions()
         .map_err(|e| err(e.to_string()))?;
-    let nests = ids
-        .into_iter()
-        .zip(&func.body)
-        .map(|(id, nest)| {
-            let code = module.get_finalized_function(id);
-            // SAFETY: `code` is the finalized body of a function defined above
-            // with the `NestFn` signature in the host calling convention.
-            let f: NestFn = unsafe { std::mem::transmute::<*const u8, NestFn>(code) };
-            let info = NestInfo {
-                parallel: parallel_range(nest),
-                work: work_estimate(nest),
-            };
-            (f, info)
-        })
-        .collect();
+    let mut nests = vec![None; func.body.len()];
+    for &(n, _) in &functions {
+        let nest = &func.body[n];
+        let code = module.get_finalized_function(ids[n]);
+        // SAFETY: `code` is the finalized body of a function defined above
+        // with the `NestFn` signature in the host calling convention.
+        let f: NestFn = unsafe { std::mem::transmute::<*const u8, NestFn>(code) };
+        let info = NestInfo {
+            parallel: parallel_range(nest),
+            work: work_estimate(nest),
+        };
+        nests[n] = Some((f, info));
+    }
     Ok(Compiled {
         module: Some(module),
         nests,

@@ -191,21 +191,28 @@ impl Expr {
 impl Stmt {
     /// The buffer a nest fills with constants, if that is all it does:
     /// plain stores of constants (`O[..] = 0.0`, `splat(-inf)`) into one
-    /// buffer, no loads, no registers.
-    pub fn constant_fill(&self) -> Option<BufId> {
+    /// buffer, no loads, no registers; and whether every constant is `+0.0`.
+    pub fn constant_fill(&self) -> Option<(BufId, bool)> {
         let mut target = None;
         let mut fill = true;
+        let mut zeros = true;
         self.visit(&mut |s| match s {
             Stmt::Store {
                 buf,
                 value,
                 combine: None,
                 ..
-            } if value.is_constant() && target.is_none_or(|t| t == *buf) => target = Some(*buf),
+            } if target.is_none_or(|t| t == *buf) => match value.constant() {
+                Some(c) => {
+                    target = Some(*buf);
+                    zeros &= c.to_bits() == 0;
+                }
+                None => fill = false,
+            },
             Stmt::Loop(_) => {}
             _ => fill = false,
         });
-        target.filter(|_| fill)
+        target.filter(|_| fill).map(|t| (t, zeros))
     }
 
     /// `f` on this statement and every statement inside it.
@@ -218,12 +225,15 @@ impl Stmt {
 }
 
 impl Expr {
-    /// A constant, or a constant in every lane.
-    pub fn is_constant(&self) -> bool {
+    /// The value of a constant, or of a constant in every lane.
+    pub fn constant(&self) -> Option<f32> {
         match self {
-            Expr::Const(_) => true,
-            Expr::Broadcast(x) => matches!(**x, Expr::Const(_)),
-            _ => false,
+            Expr::Const(c) => Some(*c),
+            Expr::Broadcast(x) => match **x {
+                Expr::Const(c) => Some(c),
+                _ => None,
+            },
+            _ => None,
         }
     }
 }

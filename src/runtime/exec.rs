@@ -71,10 +71,10 @@ pub fn run(
         .collect();
     let ptrs: Vec<*mut f32> = owner.iter().map(|&o| own[o]).collect();
     let p = Pointers(ptrs.as_ptr());
-    for (n, (f, info)) in compiled.nests().iter().enumerate() {
-        if skip.get(n) == Some(&true) {
+    for (n, nest) in compiled.nests().iter().enumerate() {
+        let Some((f, info)) = nest.as_ref().filter(|_| skip.get(n) != Some(&true)) else {
             continue;
-        }
+        };
         match info.parallel {
             Some((lo, hi)) if threads > 1 && hi - lo > 1 && info.work >= PARALLEL_MIN_WORK => {
                 let n = threads.min((hi - lo) as usize) as i64;

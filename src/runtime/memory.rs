@@ -16,6 +16,10 @@ pub struct MemoryPlan {
     /// persist from one run to the next (see [`runs_once`]), so a run on
     /// reused storage skips it (the zero border of a padded copy).
     pub once: Vec<bool>,
+    /// Per nest: run once, and its constants are all `+0.0`, which fresh
+    /// storage already holds (temporaries are allocated zeroed): it is
+    /// never compiled nor run.
+    pub zeroed: Vec<bool>,
 }
 
 impl MemoryPlan {
@@ -80,10 +84,18 @@ impl MemoryPlan {
                 None => slots.push((b, last[b])),
             }
         }
-        let once = (0..func.body.len())
+        let once: Vec<bool> = (0..func.body.len())
             .map(|k| runs_once(func, &owner, passed, k))
             .collect();
-        MemoryPlan { owner, len, once }
+        let zeroed = (0..func.body.len())
+            .map(|k| once[k] && func.body[k].constant_fill().is_some_and(|(_, zeros)| zeros))
+            .collect();
+        MemoryPlan {
+            owner,
+            len,
+            once,
+            zeroed,
+        }
     }
 
     /// Dump lines: which temporary uses whose storage.
@@ -108,7 +120,7 @@ impl MemoryPlan {
 /// elements those nests write are the same in every run (bounds depend on
 /// shapes only), so the others keep the constants from the first run.
 fn runs_once(func: &Func, owner: &[usize], passed: &[Vec<BufId>], k: usize) -> bool {
-    let Some(b) = func.body[k].constant_fill() else {
+    let Some((b, _)) = func.body[k].constant_fill() else {
         return false;
     };
     let private = func.buffers[b.index()].kind == BufKind::Temp

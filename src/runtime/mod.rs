@@ -80,8 +80,8 @@ impl Kernel {
             let nests = realised.body.len();
             (realised, vec![Vec::new(); nests], Vec::new())
         };
-        let compiled = codegen::compile(&scheduled)?;
         let memory = MemoryPlan::new(&scheduled, &passed);
+        let compiled = codegen::compile(&scheduled, &memory.zeroed)?;
         Ok(Kernel {
             program,
             lowered,
@@ -262,7 +262,9 @@ impl Kernel {
             if b.kind == BufKind::Temp && self.memory.len[i] > 0 {
                 // Contents need no clearing: every intermediate is written
                 // by its initialisation before anything reads it (in this
-                // run, or for the nests run once, in the set's first run).
+                // run, or for the nests run once, in the set's first run),
+                // but for the zero fills never compiled
+                // (`MemoryPlan::zeroed`): fresh storage is zeros from here.
                 let mut v = std::mem::take(&mut set[i]);
                 v.resize(self.memory.len[i], 0.0);
                 out.push(exec::Bound {

@@ -66,7 +66,7 @@ fn hoist_fills(func: &Func) -> Vec<Stmt> {
     let mut touched = vec![false; n];
     for nest in &func.body {
         match nest.constant_fill() {
-            Some(t) if !touched[t.index()] => fills.push(nest.clone()),
+            Some((t, _)) if !touched[t.index()] => fills.push(nest.clone()),
             _ => rest.push(nest.clone()),
         }
         nest.mark_buffers(&mut touched);
