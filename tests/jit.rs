@@ -534,3 +534,40 @@ fn split_copies_read_through_padded_copies() {
         assert!(dump.contains("= I[s0, s1 - 1, s2 + 2*s3 - 1]"), "{dump}");
     });
 }
+
+/// An innermost loop around a register tile runs two iterations per back
+/// edge, entering at the second half when its trip count is odd: every
+/// trip count from 1 to 9 (GEMM's `k`, with partial tiles), and a window
+/// whose clipped bounds give odd and even counts at run time (a 5-point
+/// max, the window loop innermost around a one-vector tile).
+#[test]
+fn register_tiles_two_iterations_per_back_edge_any_trip_count() {
+    // A 12x16 GEMM is two whole 6x8 tiles: its 12 FMAs appear twice.
+    let kernel = Kernel::compile(
+        "O[i,j] = A[i,k] * B[k,j]",
+        &[("A", &[12, 9]), ("B", &[9, 16])],
+    )
+    .unwrap();
+    assert_eq!(kernel.clif().matches(" = fma ").count(), 24);
+    for k in 1..=9 {
+        let src = "O[i,j] = A[i,k] * B[k,j]";
+        let inp = inputs(&[("A", rand(&[7, k], 1)), ("B", rand(&[k, 13], 2))]);
+        let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
+            inp.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+        let got = Formula::new(src).unwrap().run(&views).unwrap();
+        assert_close(&got["O"], &reference(src, &inp)["O"], 1e-5);
+    }
+    let src = "O[b,i] max= A[b,i+r-2] where r in 0..5, i in 0..21";
+    let inp = inputs(&[("A", rand(&[3, 21], 3))]);
+    let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
+        inp.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+    let shapes: Vec<(&str, &[usize])> = views.iter().map(|(n, a)| (*n, a.shape())).collect();
+    let mut kernel = Kernel::compile(src, &shapes).unwrap();
+    let schedule = kernel.schedules()[0].to_string();
+    assert!(!schedule.contains("unroll r"), "{schedule}");
+    for threads in [1, 2] {
+        kernel = kernel.with_threads(threads);
+        let got = kernel.run(&views).unwrap();
+        assert_close(&got["O"], &reference(src, &inp)["O"], 0.0);
+    }
+}

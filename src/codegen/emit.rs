@@ -1,7 +1,9 @@
 //! One nest → one Cranelift function (see the module doc of `codegen`).
 //!
 //! Loops are top-tested (`header: brif i < hi, body, exit`), which keeps
-//! loads foldable into FMAs; loop counters and register locals are frontend
+//! loads foldable into FMAs; an innermost loop around a register tile runs
+//! two iterations per back edge so that its accumulators need no moves
+//! (see `Emitter::two_steps`); loop counters and register locals are frontend
 //! `Variable`s, and a loop header takes the registers it carries first
 //! (column-major for a tile), its counter last, the order Cranelift then
 //! schedules in. Addresses are strength-reduced: each loop keeps induction
@@ -335,16 +337,31 @@ impl Emitter<'_, '_> {
             self.b.create_block(),
             self.b.create_block(),
         );
-        self.b.ins().jump(header, &[]);
+        let mut carried = Vec::new();
+        carried_locals(&l.body, &mut Vec::new(), &mut carried);
+        carried.sort();
+        let second = self.two_steps(l, &carried).then(|| self.b.create_block());
+        match second {
+            Some(second) => {
+                // An odd trip count enters at the second half (an edge that
+                // also keeps the second half's parameters: see `two_steps`).
+                let trips = self.b.ins().isub(hi, lo);
+                let odd = self.b.ins().band_imm_s(trips, 1);
+                let odd = self.b.ins().icmp_imm_s(IntCC::NotEqual, odd, 0);
+                let any = self.b.ins().icmp(IntCC::SignedLessThan, lo, hi);
+                let enter = self.b.ins().band(odd, any);
+                self.b.ins().brif(enter, second, &[], header, &[]);
+            }
+            None => {
+                self.b.ins().jump(header, &[]);
+            }
+        }
         self.b.switch_to_block(header);
         // The header's parameters are created in the order of first use:
         // registers carried around the loop first, in their numbering
         // (column-major for a register tile), the counter last. Cranelift
         // places pure operations in the order of the back edge's arguments,
         // so this order decides the live ranges in the loop.
-        let mut carried = Vec::new();
-        carried_locals(&l.body, &mut Vec::new(), &mut carried);
-        carried.sort();
         let outer_carried = self.carried_vectors;
         let outer_broadcasts = std::mem::take(&mut self.broadcasts);
         for_each_broadcast(&l.body, &mut |buf, index| match self
@@ -359,7 +376,7 @@ impl Emitter<'_, '_> {
             .iter()
             .filter(|c| self.func.locals[c.index()].lanes > 1)
             .count();
-        for local in carried {
+        for &local in &carried {
             let x = self.local(local);
             self.b.use_var(x);
         }
@@ -378,21 +395,70 @@ impl Emitter<'_, '_> {
         for s in &l.body {
             self.stmt(s)?;
         }
+        self.step(l, &pointers);
+        if let Some(second) = second {
+            self.b.ins().jump(second, &[]);
+            self.b.seal_block(second);
+            self.b.switch_to_block(second);
+            // Its parameters, so the first half's order: the reverse.
+            for &local in carried.iter().rev() {
+                let x = self.local(local);
+                self.b.use_var(x);
+            }
+            for s in &l.body {
+                self.stmt(s)?;
+            }
+            self.step(l, &pointers);
+        }
         self.pointers.truncate(outer_pointers);
         self.carried_vectors = outer_carried;
         self.broadcasts = outer_broadcasts;
-        for p in &pointers {
-            let x = self.b.use_var(p.var);
-            let next = self.b.ins().iadd_imm_s(x, p.offset.coeff(l.var));
-            self.b.def_var(p.var, next);
-        }
-        let i = self.b.use_var(var);
-        let next = self.b.ins().iadd_imm_s(i, 1);
-        self.b.def_var(var, next);
         self.b.ins().jump(header, &[]);
         self.b.seal_block(header);
         self.b.switch_to_block(exit);
         Ok(())
+    }
+
+    /// Whether loop `l` runs two iterations per trip around its back edge:
+    /// an innermost loop that combines into each vector register it carries
+    /// (a register tile's accumulators) about once per iteration. x86 FMA
+    /// overwrites a multiplicand, so an accumulator comes out of its FMA in
+    /// the broadcast's register and one iteration per trip ends in a move
+    /// per accumulator (GEMM: 12 moves per 12 FMAs). Two iterations, the
+    /// first half's FMAs in the reverse order of the second's, let the
+    /// register allocator rotate the tile through one spare register
+    /// instead: no moves. The halves are separate blocks and the second
+    /// has two predecessors (the first half, and the loop's entry when
+    /// the trip count is odd), so its parameters stay: the first half's
+    /// jump passes them, and Cranelift, placing pure instructions at their
+    /// first use, computes the first half's FMAs there, before the second
+    /// half's broadcasts (else an accumulator and the broadcast replacing
+    /// it would be live at once). Loops that combine several times
+    /// into each register per iteration (a depthwise tile unrolled over
+    /// its taps) gain nothing and are left alone: the copy costs compile
+    /// time.
+    fn two_steps(&self, l: &Loop, carried: &[LocalId]) -> bool {
+        let vector = |local: &LocalId| self.func.locals[local.index()].lanes > 1;
+        let registers = carried.iter().filter(|c| vector(c)).count();
+        let combines = l
+            .body
+            .iter()
+            .filter(|s| matches!(s, Stmt::Assign { local, combine: Some(_), .. } if vector(local)))
+            .count();
+        registers > 0 && combines <= registers && l.body.iter().all(|s| !matches!(s, Stmt::Loop(_)))
+    }
+
+    /// Advance loop `l`'s counter and induction pointers by one iteration.
+    fn step(&mut self, l: &Loop, pointers: &[Pointer]) {
+        for p in pointers {
+            let x = self.b.use_var(p.var);
+            let next = self.b.ins().iadd_imm_s(x, p.offset.coeff(l.var));
+            self.b.def_var(p.var, next);
+        }
+        let var = self.var(l.var);
+        let i = self.b.use_var(var);
+        let next = self.b.ins().iadd_imm_s(i, 1);
+        self.b.def_var(var, next);
     }
 
     /// The byte offset of `buf[index]` from the buffer's base.
