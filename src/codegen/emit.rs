@@ -317,6 +317,23 @@ impl Emitter<'_, '_> {
     }
 
     fn emit_loop(&mut self, l: &Loop) -> Result<()> {
+        // A loop of one trip (a batch of one) is its body, with its
+        // variable a known constant: no blocks, counter or pointers for the
+        // register allocator to track through the nest.
+        let known_lo = Self::constant_bound(&l.lo, true);
+        if l.kind != crate::ir::LoopKind::Parallel
+            && known_lo.is_some()
+            && known_lo.map(|lo| lo + 1) == Self::constant_bound(&l.hi, false)
+        {
+            let (var, lo) = (self.var(l.var), self.bounds(&l.lo, true));
+            self.b.def_var(var, lo);
+            self.known[l.var.index()] = known_lo;
+            for s in &l.body {
+                self.stmt(s)?;
+            }
+            self.known[l.var.index()] = None;
+            return Ok(());
+        }
         let mut lo = self.bounds(&l.lo, true);
         let mut hi = self.bounds(&l.hi, false);
         let mut known_lo = Self::constant_bound(&l.lo, true);
