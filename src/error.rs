@@ -120,6 +120,16 @@ pub enum ErrorKind {
     },
     #[error("`{0}` is not written by any statement, so it cannot be an output")]
     NotAnOutput(String),
+    #[error(
+        "output `{name}` has shape {expected:?}, but the array given for it has shape {got:?}"
+    )]
+    OutputShape {
+        name: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
+    #[error("`{0}` is given twice")]
+    GivenTwice(String),
     #[error("input `{0}` is not used by the program")]
     UnexpectedInput(String),
     #[error("schedule error: {0}")]

@@ -16,18 +16,20 @@
 //!   reads for it), is not returned, and is written only by its producer,
 //!   whose left-hand side is plain variables and which visits every element
 //!   of `T` (no padding on output indices only);
-//! - the consumer's own fused epilogues, which go along, do not read `T`.
+//! - the consumer's own fused epilogues, which go along, do not read `T`;
+//! - the user gave no schedule for the consumer (it keeps its own nest).
 //!
 //! Otherwise the pair stays apart, and the dump says why.
 
 use crate::affine::{Affine, Var};
 use crate::check::{Access, Epilogue, Init, Origin, Program, Statement, TensorId};
+use crate::error::Span;
 use crate::graph::Dataflow;
 use crate::syntax::ast::AssignOp;
 
 /// Fuse every elementwise consumer it can into its producer, repeatedly
 /// (chains such as bias, then activation, fuse one after the other).
-pub fn fuse_elementwise(program: &Program) -> Program {
+pub fn fuse_elementwise(program: &Program, scheduled: &[Span]) -> Program {
     let mut program = program.clone();
     let mut fused = Vec::new();
     let refused = 'again: loop {
@@ -40,7 +42,11 @@ pub fn fuse_elementwise(program: &Program) -> Program {
                 };
                 let (prod, cons) = (&program.statements[p], &program.statements[c]);
                 let consumer = program.statement_text(cons);
-                match fusable(&program, &flow, p, c, t) {
+                let verdict = match scheduled.contains(&cons.span) {
+                    true => Err("it has a schedule of its own".to_string()),
+                    false => fusable(&program, &flow, p, c, t),
+                };
+                match verdict {
                     Ok(()) => {
                         fused.push(format!(
                             "fused: {consumer} is applied to each finished element of {} (no `{}` buffer)",

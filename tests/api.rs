@@ -71,6 +71,31 @@ fn run_into_updates_the_callers_array() {
     k.run_into(&[("A", a.view())], &mut [("O", o.view_mut())])
         .unwrap();
     assert_eq!(o, arr(&[3], &[11.0, 22.0, 33.0]));
+    // Wrong targets are refused before anything runs, naming the output.
+    let mut wrong = arr(&[4], &[0.0; 4]);
+    let e = k
+        .run_into(&[("A", a.view())], &mut [("O", wrong.view_mut())])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("output `O` has shape [3], but the array given for it has shape [4]"),
+        "{e}"
+    );
+    let (mut o1, mut o2) = (o.clone(), o.clone());
+    let e = k
+        .run_into(
+            &[("A", a.view())],
+            &mut [("O", o1.view_mut()), ("O", o2.view_mut())],
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`O` is given twice"), "{e}");
+    assert_eq!(o1, o, "nothing ran");
+    let e = k
+        .run(&[("A", a.view()), ("O", o.view()), ("A", a.view())])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("`A` is given twice"), "{e}");
 }
 
 #[test]

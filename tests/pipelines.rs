@@ -228,6 +228,23 @@ fn fused_epilogues_follow_any_schedule_of_their_producer() {
         let dump = f.kernel(&shapes).unwrap().scheduled_ir();
         assert!(dump.contains("# fused:"), "{sched}\n{dump}");
     }
+    // A schedule for the consumer keeps it a nest of its own (it used to
+    // be fused and its schedule dropped, even one naming no loop).
+    let views: Vec<(&str, ndarray::ArrayViewD<'_, f32>)> =
+        i.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+    let consumer = |sched: &str| {
+        Formula::new(src)
+            .unwrap()
+            .with_schedules(vec![None, Some(sched.parse::<Schedule>().unwrap())])
+    };
+    let e = consumer("split zz 4").run(&views).unwrap_err().to_string();
+    assert!(e.contains("no loop `zz`"), "{e}");
+    let f = consumer("split j 4; reorder b k i jo ji; vectorize ji; parallel k");
+    assert_close(&f.run(&views).unwrap()["O"], &want["O"], 1e-4);
+    let shapes: Vec<(&str, &[usize])> = views.iter().map(|(n, a)| (*n, a.shape())).collect();
+    let dump = f.kernel(&shapes).unwrap().scheduled_ir();
+    assert!(dump.contains("it has a schedule of its own"), "{dump}");
+    assert!(dump.contains("vectorize ji; parallel k"), "{dump}");
 }
 
 #[test]

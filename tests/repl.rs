@@ -59,6 +59,23 @@ fn a_bad_line_shows_a_caret_and_leaves_the_session_intact() {
     assert!(out[0].0.contains("unknown tensor `Q`"));
     assert!(out[2].0.contains("ragged array"));
     assert!(out[3].0.contains("is too large"));
+    // Lines that once crashed the REPL: a caret inside a multi-byte
+    // character, a literal nested 100000 deep, a zero-length axis beside
+    // an axis too long for memory.
+    let deep = format!("A = {}1{}", "[".repeat(100_000), "]".repeat(100_000));
+    for line in [
+        "A = [1, é]",
+        "A = [1,2]é",
+        &deep,
+        "A = zeros(0, 18446744073709551615)",
+    ] {
+        let (o, ok) = &run(&mut s, line)[0];
+        assert!(!ok && o.starts_with("error: "), "{o}");
+    }
+    assert!(run(&mut s, &deep)[0]
+        .0
+        .contains("lists nested more than 32 deep"));
+    assert!(run(&mut s, "A = [1,2]é")[0].0.ends_with("  |          ^"));
     // A is unchanged by the failed lines.
     let (o, ok) = &run(&mut s, "A")[0];
     assert!(ok);

@@ -102,6 +102,17 @@ fn illegal_directives_are_typed_errors_naming_the_loop() {
         e.contains("cannot unroll `i`: 100 iterations (at most 64)"),
         "{e}"
     );
+    // Nested unrolled loops multiply: a 64-cube GEMM wholly unrolled would
+    // be 262144 copies of the body (it took minutes to compile).
+    let cube = gemm_inputs(64, 64, 64);
+    let e = scheduled(GEMM, &cube, "unroll i; unroll j; unroll k").unwrap_err();
+    assert!(
+        e.contains(
+            "unrolling `i`, `j`, `k` together copies the loop body 262144 times (at most 1024)"
+        ),
+        "{e}"
+    );
+    assert!(scheduled(GEMM, &cube, "split k 4; unroll j; unroll ki").is_ok());
     let e = err("split i 4; split i 2");
     assert!(e.contains("no loop `i`"), "{e}");
     // A scatter: different `i` write the same elements.
@@ -117,8 +128,16 @@ fn illegal_directives_are_typed_errors_naming_the_loop() {
     );
     // Errors render with the statement's line.
     assert!(e.contains("1 | O[2*i+rx-1] += I[i] * W[rx]"), "{e}");
+    // The middle loop of a double split writes distinct rows
+    // (`i = 8*io + 4*iio + iii`): parallel is fine there.
+    let dump = check(
+        GEMM,
+        &gemm_inputs(16, 16, 16),
+        "split i 8; split ii 4; parallel iio",
+    );
+    assert!(dump.contains("for iio in 0..2 parallel"), "{dump}");
     // Packing: a read of the statement, once, and no blow-up of memory.
-    assert!(err("pack C").contains("`pack C`: no tensor `C`"));
+    assert!(err("pack C").contains("`pack C`: the statement reads no tensor `C`"));
     let e = err("accumulate k; accumulate k");
     assert!(
         e.contains("cannot accumulate across `k`: it is already accumulating"),

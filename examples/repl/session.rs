@@ -70,11 +70,15 @@ pub struct Session {
 
 /// A REPL-command error: message, the line, and a caret under `start..end`.
 fn caret(line: &str, start: usize, end: usize, msg: &str) -> String {
-    let start = start.min(line.len());
-    let width = line[start..end.clamp(start, line.len())]
-        .chars()
-        .count()
-        .max(1);
+    // Byte offsets, moved out to whole characters.
+    let (mut start, mut end) = (start.min(line.len()), end.clamp(start, line.len()));
+    while !line.is_char_boundary(start) {
+        start -= 1;
+    }
+    while !line.is_char_boundary(end) {
+        end += 1;
+    }
+    let width = line[start..end].chars().count().max(1);
     let pad = line[..start].chars().count();
     format!(
         "error: {msg}\n  |\n1 | {line}\n  | {}{}",
@@ -319,7 +323,10 @@ impl Session {
                             .map_err(|_| err(&format!("`{}` is not a dimension size", d.trim())))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
-                let count = dims.iter().try_fold(1u64, |n, &d| n.checked_mul(d as u64));
+                // (Zero-length axes aside: ndarray bounds the others' product too.)
+                let count = dims
+                    .iter()
+                    .try_fold(1u64, |n, &d| n.checked_mul(d.max(1) as u64));
                 match count {
                     Some(n) if n <= einjit::check::MAX_ELEMENTS => {}
                     _ => return Err(err(&format!("shape {dims:?} is too large"))),
@@ -401,17 +408,23 @@ pub fn parse_literal(text: &str) -> Result<ArrayD<f32>, (usize, String)> {
         }
         i
     }
-    fn node(s: &str, i: usize) -> Result<(Node, usize), (usize, String)> {
+    /// Lists nest at most this deep (a tensor of rank 32 is already far
+    /// beyond any use; the parser recurses once per level).
+    const MAX_DEPTH: usize = 32;
+    fn node(s: &str, i: usize, depth: usize) -> Result<(Node, usize), (usize, String)> {
         let b = s.as_bytes();
         let i = skip(b, i);
         if i < b.len() && b[i] == b'[' {
+            if depth == MAX_DEPTH {
+                return Err((i, format!("lists nested more than {MAX_DEPTH} deep")));
+            }
             let mut items = Vec::new();
             let mut j = skip(b, i + 1);
             if j < b.len() && b[j] == b']' {
                 return Err((j, "empty list".into()));
             }
             loop {
-                let (n, k) = node(s, j)?;
+                let (n, k) = node(s, j, depth + 1)?;
                 items.push(n);
                 let k = skip(b, k);
                 match b.get(k) {
@@ -460,7 +473,7 @@ pub fn parse_literal(text: &str) -> Result<ArrayD<f32>, (usize, String)> {
         }
         Ok(())
     }
-    let (root, end) = node(text, 0)?;
+    let (root, end) = node(text, 0, 0)?;
     if skip(text.as_bytes(), end) != text.len() {
         return Err((end, "unexpected text after the array".into()));
     }

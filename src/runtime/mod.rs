@@ -219,6 +219,27 @@ impl Kernel {
         inputs: &[(&str, ArrayViewD<'_, f32>)],
         outputs: &mut [(&str, ArrayViewMutD<'_, f32>)],
     ) -> Result<()> {
+        // Every target named once, an output of the program, of its shape:
+        // checked before running.
+        for (k, (name, target)) in outputs.iter().enumerate() {
+            if outputs[..k].iter().any(|(n, _)| n == name) {
+                return Err(Error::unspanned(ErrorKind::GivenTwice(name.to_string())));
+            }
+            let tensor = self
+                .program
+                .outputs()
+                .into_iter()
+                .map(|t| self.program.tensor(t))
+                .find(|t| t.name == *name)
+                .ok_or_else(|| Error::unspanned(ErrorKind::NotAnOutput(name.to_string())))?;
+            if target.shape() != tensor.shape.as_slice() {
+                return Err(Error::unspanned(ErrorKind::OutputShape {
+                    name: name.to_string(),
+                    expected: tensor.shape.clone(),
+                    got: target.shape().to_vec(),
+                }));
+            }
+        }
         // Outputs given by the caller may double as the inputs of `+=`.
         let mut results = {
             let mut all: Vec<(&str, ArrayViewD<'_, f32>)> =
@@ -231,16 +252,7 @@ impl Kernel {
             self.run(&all)?
         };
         for (name, target) in outputs.iter_mut() {
-            let result = results
-                .remove(*name)
-                .ok_or_else(|| Error::unspanned(ErrorKind::NotAnOutput(name.to_string())))?;
-            if target.shape() != result.shape() {
-                return Err(Error::unspanned(ErrorKind::InputShape {
-                    name: name.to_string(),
-                    expected: result.shape().to_vec(),
-                    got: target.shape().to_vec(),
-                }));
-            }
+            let result = results.remove(*name).expect("checked: an output");
             target.assign(&result);
         }
         Ok(())
@@ -254,6 +266,11 @@ impl Kernel {
         &self,
         inputs: &'a [(&str, ArrayViewD<'_, f32>)],
     ) -> Result<(Vec<exec::Bound<'a>>, bool)> {
+        for (k, (name, _)) in inputs.iter().enumerate() {
+            if inputs[..k].iter().any(|(n, _)| n == name) {
+                return Err(Error::unspanned(ErrorKind::GivenTwice(name.to_string())));
+            }
+        }
         let mut out = Vec::with_capacity(self.scheduled.buffers.len());
         let reused = self.scratch.lock().expect("scratch lock").pop();
         let is_reused = reused.is_some();
@@ -438,7 +455,12 @@ impl Formula {
         program = pad::pad_reads(&program);
         program = stride::split_strides(&program);
         if self.fuse {
-            program = fuse::fuse_elementwise(&program);
+            // A statement the user scheduled keeps its own nest.
+            let scheduled: Vec<_> = (self.ast.statements.iter().zip(&self.schedules))
+                .filter(|(_, s)| s.is_some())
+                .map(|(st, _)| st.span)
+                .collect();
+            program = fuse::fuse_elementwise(&program, &scheduled);
         }
         let given: Vec<Option<Schedule>> = program
             .statements

@@ -164,8 +164,33 @@ pub fn plan(program: &Program, st: &Statement, schedule: &Schedule) -> Result<Sp
     }
     spec.check_packs(st, &name_of)
         .map_err(|msg| error(schedule.to_string(), msg))?;
+    // Unrolled loops nest: their body is copied the product of their trips.
+    let unrolled: Vec<&spec::Dim> = spec
+        .order
+        .iter()
+        .map(|&d| &spec.dims[d])
+        .filter(|d| matches!(d.kind, LoopKind::Unrolled | LoopKind::UnrolledAccumulating))
+        .collect();
+    let copies = unrolled
+        .iter()
+        .fold(1i64, |n, d| n.saturating_mul(d.hi - d.lo));
+    if copies > MAX_UNROLLED_COPIES {
+        let names: Vec<String> = unrolled.iter().map(|d| format!("`{}`", d.name)).collect();
+        return Err(error(
+            schedule.to_string(),
+            format!(
+                "unrolling {} together copies the loop body {copies} times (at most {MAX_UNROLLED_COPIES})",
+                names.join(", ")
+            ),
+        ));
+    }
     Ok(spec)
 }
+
+/// Copies of a loop body that nested unrolled loops may make (automatic
+/// schedules make tens; compile time grows faster than the copies: 8192
+/// took 0.27 s, 65536 took 16 s).
+const MAX_UNROLLED_COPIES: i64 = 1024;
 
 /// Realise the marks of a built nest: unroll, then vectorize, then keep
 /// accumulators in registers. Each nest of the function is compiled as one

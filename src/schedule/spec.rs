@@ -101,7 +101,7 @@ impl Spec {
 
     /// `pack X`: the statement's one read of tensor `t` (`name`).
     fn pack(&mut self, name: &str, t: Option<usize>, st: &Statement) -> Result<(), String> {
-        let t = t.ok_or_else(|| format!("no tensor `{name}`"))?;
+        let t = t.ok_or_else(|| format!("the statement reads no tensor `{name}`"))?;
         if st.lhs.tensor.index() == t {
             return Err(format!(
                 "cannot pack `{name}`: it is the statement's output"
@@ -406,7 +406,9 @@ impl Spec {
     /// Whether distinct values of dimension `d` always write distinct output
     /// elements: in some output index, `d`'s step either exceeds everything
     /// the other dimensions can add (`8*io + ii`), or is finer than their
-    /// common step over `d`'s whole range (`4*g + k`).
+    /// common step over `d`'s whole range (`4*g + k`), or the index is a
+    /// mixed-radix number of its dimensions, each step beyond what the finer
+    /// ones add (`8*io + 4*iio + iii`, in `iio`).
     fn injective_in(&self, st: &Statement, d: usize) -> bool {
         let extent = |v: Var| self.dims[v.index()].hi - self.dims[v.index()].lo;
         st.lhs.index.iter().any(|e| {
@@ -418,7 +420,20 @@ impl Spec {
                 .map(|&(v, c)| c.abs() * (extent(v) - 1))
                 .sum();
             let step = others.fold(0, |g, &(_, c)| gcd(g, c.abs()));
-            a > 0 && (a > span || (step > 0 && a * (extent(Var(d as u32)) - 1) < step))
+            let mut digits: Vec<(i64, i64)> = e
+                .terms
+                .iter()
+                .map(|&(v, c)| (c.abs(), c.abs() * (extent(v) - 1)))
+                .collect();
+            digits.sort_unstable();
+            let mixed_radix = digits
+                .iter()
+                .try_fold(0i64, |finer, &(c, span)| {
+                    (c > finer).then_some(finer + span)
+                })
+                .is_some();
+            a > 0
+                && (a > span || (step > 0 && a * (extent(Var(d as u32)) - 1) < step) || mixed_radix)
         })
     }
 
