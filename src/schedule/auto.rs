@@ -217,7 +217,7 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
     // 32-group convolution's four output channels per group) takes a
     // second row dimension, whole too, with the fewest loads per FMA (its
     // output rows: 4 channels x 2 rows x 4 lanes): no partial tile, one
-    // copy of the kernel (-28% instructions to compile) and 6% faster than
+    // copy of the kernel (-26% instructions to compile) and 6-7% faster than
     // 4x8 tiles with a partial one (measured in one process, interleaved).
     // As few rows as fill two thirds of the registers' accumulators: 4x3
     // tiles ran 27% slower than 4x2 (the input rows they share spill).
