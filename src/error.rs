@@ -130,6 +130,8 @@ pub enum ErrorKind {
     },
     #[error("`{0}` is given twice")]
     GivenTwice(String),
+    #[error("cannot allocate {bytes} bytes for `{name}`")]
+    OutOfMemory { name: String, bytes: usize },
     #[error("input `{0}` is not used by the program")]
     UnexpectedInput(String),
     #[error("schedule error: {0}")]

@@ -180,3 +180,36 @@ fn searched_schedules_compute_the_same() {
     let want = reference(src, &i);
     assert_close(&kernel.run(&views).unwrap()["O"], &want["O"], 1e-4);
 }
+
+/// Storage that cannot be allocated is an error, not an abort: run in a
+/// child process (this test again) whose address space is capped at 4 GB,
+/// with a 6.4 GB output.
+#[test]
+fn storage_that_cannot_be_allocated_is_an_error() {
+    if std::env::var("EINJIT_OOM_CHILD").is_ok() {
+        let f = Formula::new("O[i,j] = 1 where i in 0..40000, j in 0..40000").unwrap();
+        let e = f.run(&[]).unwrap_err().to_string();
+        println!("child: {e}");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 4000000 && exec '{}' --exact storage_that_cannot_be_allocated_is_an_error --nocapture --test-threads 1",
+            exe.display()
+        ))
+        .env("EINJIT_OOM_CHILD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("child: error: cannot allocate 6400000000 bytes for `O`"),
+        "{stdout}"
+    );
+}

@@ -331,20 +331,27 @@ impl Session {
                     Some(n) if n <= einjit::check::MAX_ELEMENTS => {}
                     _ => return Err(err(&format!("shape {dims:?} is too large"))),
                 }
-                Ok(match func {
-                    "zeros" => ArrayD::zeros(IxDyn(&dims)),
-                    "ones" => ArrayD::ones(IxDyn(&dims)),
+                // Storage first, so that too little memory is an error.
+                let n: usize = dims.iter().product();
+                let mut values: Vec<f32> = Vec::new();
+                values
+                    .try_reserve_exact(n)
+                    .map_err(|_| err(&format!("cannot allocate {} bytes", 4 * n as u64)))?;
+                match func {
+                    "zeros" => values.resize(n, 0.0),
+                    "ones" => values.resize(n, 1.0),
                     _ => {
                         self.seed += 1;
                         let mut x = self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-                        ArrayD::from_shape_simple_fn(IxDyn(&dims), || {
+                        values.extend((0..n).map(|_| {
                             x ^= x << 13;
                             x ^= x >> 7;
                             x ^= x << 17;
                             (x >> 40) as f32 / (1u64 << 24) as f32
-                        })
+                        }));
                     }
-                })
+                }
+                Ok(ArrayD::from_shape_vec(IxDyn(&dims), values).expect("n elements"))
             }
             "load" => {
                 let path = args.trim().trim_matches('"');

@@ -20,17 +20,19 @@ pub struct Bound<'a> {
 }
 
 impl Bound<'_> {
-    /// Storage for an output of `len` elements, not yet written.
-    pub fn output(len: usize) -> Bound<'static> {
-        let mut v = Vec::with_capacity(len);
+    /// Storage for an output of `len` elements, not yet written; `None`
+    /// if the memory cannot be had.
+    pub fn output(len: usize) -> Option<Bound<'static>> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(len).ok()?;
         if POISON_OUTPUTS.load(std::sync::atomic::Ordering::Relaxed) {
             v.resize(len, f32::NAN);
             v.clear();
         }
-        Bound {
+        Some(Bound {
             data: Cow::Owned(v),
             output: Some(len),
-        }
+        })
     }
 }
 

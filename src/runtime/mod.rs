@@ -283,7 +283,10 @@ impl Kernel {
                 // but for the zero fills never compiled
                 // (`MemoryPlan::zeroed`): fresh storage is zeros from here.
                 let mut v = std::mem::take(&mut set[i]);
-                v.resize(self.memory.len[i], 0.0);
+                let len = self.memory.len[i];
+                v.try_reserve_exact(len.saturating_sub(v.len()))
+                    .map_err(|_| out_of_memory(&b.name, len))?;
+                v.resize(len, 0.0);
                 out.push(exec::Bound {
                     data: Cow::Owned(v),
                     output: None,
@@ -291,7 +294,8 @@ impl Kernel {
                 continue;
             }
             if b.kind != BufKind::Input {
-                out.push(exec::Bound::output(self.memory.len[i]));
+                let len = self.memory.len[i];
+                out.push(exec::Bound::output(len).ok_or_else(|| out_of_memory(&b.name, len))?);
                 continue;
             }
             let tensor = &self.program.tensors[i];
@@ -310,6 +314,14 @@ impl Kernel {
         }
         Ok((out, is_reused))
     }
+}
+
+/// The error for storage that cannot be allocated.
+fn out_of_memory(name: &str, len: usize) -> Error {
+    Error::unspanned(ErrorKind::OutOfMemory {
+        name: name.to_string(),
+        bytes: len.saturating_mul(4),
+    })
 }
 
 /// Threads a kernel uses by default: the machine's cores.
