@@ -151,22 +151,30 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
     // depthwise kernel's weight across rows); none if no row saves a load.
     let uses =
         |a: &crate::check::Access, x: usize| a.index.iter().any(|e| e.coeff(Var(x as u32)) != 0);
-    // Loads per FMA (×1000) of a tile of rows over `u` and `nr` lanes.
-    let loads_per_fma_with = |u: Option<usize>, nr: i64| {
-        let rows = u.map_or(1, |u| extent(u).min(mr_max));
-        let vectors = |a: &crate::check::Access| if uses(a, v) { nr / i64::from(LANES) } else { 1 };
+    // Loads per FMA (×1000) of a tile of `nr` lanes whose rows run over
+    // the given dimensions, `(dimension, rows)` each: a read is loaded once
+    // per row of each dimension it uses, once per vector if it uses `v`.
+    let lanes = i64::from(LANES);
+    let loads_per_fma_over = |rows: &[(usize, i64)], nr: i64| {
         let loads: i64 = reads
             .iter()
             .map(|a| {
-                vectors(a)
-                    * if u.is_some_and(|u| uses(a, u)) {
-                        rows
-                    } else {
-                        1
-                    }
+                let vectors = if uses(a, v) { nr / lanes } else { 1 };
+                let copies: i64 = rows
+                    .iter()
+                    .filter(|&&(d, _)| uses(a, d))
+                    .map(|&(_, r)| r)
+                    .product();
+                vectors * copies
             })
             .sum();
-        (loads * 1000) / (rows * nr / i64::from(LANES))
+        let tile: i64 = rows.iter().map(|&(_, r)| r).product();
+        (loads * 1000) / (tile * nr / lanes)
+    };
+    // ... with rows over `u` (as many as the tile has, at most).
+    let loads_per_fma_with = |u: Option<usize>, nr: i64| {
+        let rows: Vec<(usize, i64)> = u.map(|u| (u, extent(u).min(mr_max))).into_iter().collect();
+        loads_per_fma_over(&rows, nr)
     };
     let loads_per_fma = |u: Option<usize>| loads_per_fma_with(u, nr_max);
     let u = (0..st.vars.len())
@@ -188,7 +196,6 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
     // a partial tile). A tile
     // whose rows share the vector loads (a 28-wide 1x1 or stride-2
     // convolution) keeps two: with one its loads per FMA nearly double.
-    let lanes = i64::from(LANES);
     let one_vector = extent(v) < nr_max
         || (10 * (extent(v) % nr_max) > extent(v)
             && extent(v) % lanes == 0
@@ -225,12 +232,7 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
         .filter(|&u| whole_vectors && extent(u) < least_rows(mr_max * nr_max / lanes))
         .and_then(|u| {
             let most = mr_max * nr_max / lanes;
-            let loads = |w: usize, f: i64| {
-                let rows = |a: &crate::check::Access| {
-                    (if uses(a, u) { extent(u) } else { 1 }) * if uses(a, w) { f } else { 1 }
-                };
-                reads.iter().map(|a| rows(a)).sum::<i64>() * 1000 / (extent(u) * f)
-            };
+            let loads = |w: usize, f: i64| loads_per_fma_over(&[(u, extent(u)), (w, f)], lanes);
             (0..st.vars.len())
                 .filter(|&w| w != v && w != u && !st.vars[w].reduced && !keep.contains(&w))
                 .filter_map(|w| {
