@@ -218,7 +218,7 @@ impl Error {
 
 /// `offset` moved back to the start of the character it falls in (a span
 /// may end inside a multi-byte character: `é` after a complete formula).
-fn char_boundary(src: &str, offset: usize) -> usize {
+pub fn char_boundary(src: &str, offset: usize) -> usize {
     let mut p = offset.min(src.len());
     while !src.is_char_boundary(p) {
         p -= 1;

@@ -70,14 +70,9 @@ pub struct Session {
 
 /// A REPL-command error: message, the line, and a caret under `start..end`.
 fn caret(line: &str, start: usize, end: usize, msg: &str) -> String {
-    // Byte offsets, moved out to whole characters.
-    let (mut start, mut end) = (start.min(line.len()), end.clamp(start, line.len()));
-    while !line.is_char_boundary(start) {
-        start -= 1;
-    }
-    while !line.is_char_boundary(end) {
-        end += 1;
-    }
+    // Byte offsets, moved back to whole characters.
+    let start = einjit::error::char_boundary(line, start);
+    let end = einjit::error::char_boundary(line, end.max(start));
     let width = line[start..end].chars().count().max(1);
     let pad = line[..start].chars().count();
     format!(
