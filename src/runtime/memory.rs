@@ -84,11 +84,12 @@ impl MemoryPlan {
                 None => slots.push((b, last[b])),
             }
         }
+        let fills: Vec<_> = func.body.iter().map(Stmt::constant_fill).collect();
         let once: Vec<bool> = (0..func.body.len())
-            .map(|k| runs_once(func, &owner, passed, k))
+            .map(|k| fills[k].is_some_and(|(b, _)| runs_once(func, &owner, passed, k, b)))
             .collect();
         let zeroed = (0..func.body.len())
-            .map(|k| once[k] && func.body[k].constant_fill().is_some_and(|(_, zeros)| zeros))
+            .map(|k| once[k] && fills[k].is_some_and(|(_, zeros)| zeros))
             .collect();
         MemoryPlan {
             owner,
@@ -119,10 +120,7 @@ impl MemoryPlan {
 /// in a fused nest passing `b`, reads of the slice just written). The
 /// elements those nests write are the same in every run (bounds depend on
 /// shapes only), so the others keep the constants from the first run.
-fn runs_once(func: &Func, owner: &[usize], passed: &[Vec<BufId>], k: usize) -> bool {
-    let Some((b, _)) = func.body[k].constant_fill() else {
-        return false;
-    };
+fn runs_once(func: &Func, owner: &[usize], passed: &[Vec<BufId>], k: usize, b: BufId) -> bool {
     let private = func.buffers[b.index()].kind == BufKind::Temp
         && owner
             .iter()
