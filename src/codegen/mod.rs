@@ -136,18 +136,20 @@ pub fn compile(func: &Func, leave_out: &[bool]) -> Result<Compiled> {
     let mut sig = module.make_signature();
     sig.params
         .extend([AbiParam::new(I64), AbiParam::new(I64), AbiParam::new(I64)]);
-    let ids = (0..func.body.len())
-        .map(|n| {
-            module
-                .declare_function(&format!("nest{n}"), Linkage::Local, &sig)
-                .map_err(|e| err(e.to_string()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-
-    // Largest nest first, so that the threads finish together.
     let mut order: Vec<usize> = (0..func.body.len())
         .filter(|&n| leave_out.get(n) != Some(&true))
         .collect();
+    // Function ids by nest (the nests left out are not declared).
+    let mut ids = vec![None; func.body.len()];
+    for &n in &order {
+        let id = module
+            .declare_function(&format!("nest{n}"), Linkage::Local, &sig)
+            .map_err(|e| err(e.to_string()))?;
+        ids[n] = Some(id);
+    }
+    let id = |n: usize| ids[n].expect("declared");
+
+    // Largest nest first, so that the threads finish together.
     order.sort_by_key(|&n| std::cmp::Reverse(func.body[n].size()));
     let next = AtomicUsize::new(0);
     let threads = COMPILE_THREADS.min(order.len()).max(1);
@@ -158,7 +160,7 @@ pub fn compile(func: &Func, leave_out: &[bool]) -> Result<Compiled> {
         while let Some(&n) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
             done.push((
                 n,
-                compile_nest(func, n, ids[n], &isa, &libm, &sig, &mut ctx, &mut fctx),
+                compile_nest(func, n, id(n), &isa, &libm, &sig, &mut ctx, &mut fctx),
             ));
         }
         done
@@ -177,7 +179,7 @@ pub fn compile(func: &Func, leave_out: &[bool]) -> Result<Compiled> {
     for (n, nest) in compiled {
         let nest = nest?;
         module
-            .define_function_bytes(ids[n], nest.alignment, &nest.code, &nest.relocs)
+            .define_function_bytes(id(n), nest.alignment, &nest.code, &nest.relocs)
             .map_err(|e| err(e.to_string()))?;
         functions.push((n, nest.function));
     }
@@ -187,7 +189,7 @@ pub fn compile(func: &Func, leave_out: &[bool]) -> Result<Compiled> {
     let mut nests = vec![None; func.body.len()];
     for &(n, _) in &functions {
         let nest = &func.body[n];
-        let code = module.get_finalized_function(ids[n]);
+        let code = module.get_finalized_function(id(n));
         // SAFETY: `code` is the finalized body of a function defined above
         // with the `NestFn` signature in the host calling convention.
         let f: NestFn = unsafe { std::mem::transmute::<*const u8, NestFn>(code) };
