@@ -511,6 +511,22 @@ fn automatic_schedules_block_gemm_and_convolutions() {
     );
 }
 
+/// The automatic schedule of `src`'s last statement, after checking the
+/// compiled kernel against the reference on one and two threads.
+fn automatic_schedule_checked(src: &str, inp: &Inputs) -> String {
+    let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
+        inp.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+    let shapes: Vec<(&str, &[usize])> = views.iter().map(|(n, a)| (*n, a.shape())).collect();
+    let mut kernel = einjit::Kernel::compile(src, &shapes).unwrap();
+    let want = reference(src, inp);
+    for threads in [1, 2] {
+        kernel = kernel.with_threads(threads);
+        let got = kernel.run(&views).unwrap();
+        assert_close(&got["O"], &want["O"], 1e-4);
+    }
+    kernel.schedules().last().unwrap().to_string()
+}
+
 #[test]
 fn deep_windows_get_whole_one_vector_tiles() {
     // A stride-2 window (four reduction loops) 12 wide with 32 channels:
@@ -521,31 +537,19 @@ fn deep_windows_get_whole_one_vector_tiles() {
         ("I", rand(&[1, 3, 10, 24], 1)),
         ("W", rand(&[32, 3, 3, 3], 2)),
     ]);
-    let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
-        inp.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
-    let shapes: Vec<(&str, &[usize])> = views.iter().map(|(n, a)| (*n, a.shape())).collect();
-    let mut kernel = einjit::Kernel::compile(src, &shapes).unwrap();
-    let conv = kernel.schedules().last().unwrap().to_string();
+    let conv = automatic_schedule_checked(src, &inp);
     assert!(
         conv.starts_with("split j 4; split k 8; reorder b i ko jo"),
         "{conv}"
     );
     assert!(!conv.contains("split ji"), "{conv}");
-    let want = reference(src, &inp);
-    for threads in [1, 2] {
-        kernel = kernel.with_threads(threads);
-        let got = kernel.run(&views).unwrap();
-        assert_close(&got["O"], &want["O"], 1e-4);
-    }
     // A 3x3 window of stride 1 that 8-wide vectors divide keeps 6x8 tiles.
     let src = "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..5, j in 0..16";
     let inp = inputs(&[
         ("I", rand(&[1, 3, 5, 16], 1)),
         ("W", rand(&[32, 3, 3, 3], 2)),
     ]);
-    let shapes: Vec<(&str, &[usize])> = inp.iter().map(|(n, a)| (n.as_str(), a.shape())).collect();
-    let kernel = einjit::Kernel::compile(src, &shapes).unwrap();
-    let conv = kernel.schedules().last().unwrap().to_string();
+    let conv = automatic_schedule_checked(src, &inp);
     assert!(
         conv.starts_with("split j 8; split ji 4; split k 6;"),
         "{conv}"
@@ -564,22 +568,11 @@ fn short_rows_of_a_deep_window_take_a_second_row_dimension() {
         ("I", rand(&[1, 12, 6, 12], 1)),
         ("W", rand(&[12, 4, 3, 3], 2)),
     ]);
-    let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
-        inp.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
-    let shapes: Vec<(&str, &[usize])> = views.iter().map(|(n, a)| (*n, a.shape())).collect();
-    let mut kernel = einjit::Kernel::compile(src, &shapes).unwrap();
-    let conv = kernel.schedules().last().unwrap().to_string();
     assert_eq!(
-        conv,
+        automatic_schedule_checked(src, &inp),
         "split j 4; split i 2; reorder b g io jo ry c rx ii k ji; unroll ii; unroll k; \
          unroll rx; vectorize ji; accumulate ry; parallel g"
     );
-    let want = reference(src, &inp);
-    for threads in [1, 2] {
-        kernel = kernel.with_threads(threads);
-        let got = kernel.run(&views).unwrap();
-        assert_close(&got["O"], &want["O"], 1e-4);
-    }
     // With 16-wide rows (whole in 8-lane tiles) the 4x8 tile stays.
     let src = "O[b,4*g+k,i,j] = I[b,4*g+c,i+rx-1,j+ry-1] * W[4*g+k,c,rx,ry] \
                where g in 0..3, k in 0..4, i in 0..6, j in 0..16";
@@ -587,9 +580,7 @@ fn short_rows_of_a_deep_window_take_a_second_row_dimension() {
         ("I", rand(&[1, 12, 6, 16], 1)),
         ("W", rand(&[12, 4, 3, 3], 2)),
     ]);
-    let shapes: Vec<(&str, &[usize])> = inp.iter().map(|(n, a)| (n.as_str(), a.shape())).collect();
-    let kernel = einjit::Kernel::compile(src, &shapes).unwrap();
-    let conv = kernel.schedules().last().unwrap().to_string();
+    let conv = automatic_schedule_checked(src, &inp);
     assert!(conv.starts_with("split j 8; split ji 4; reorder"), "{conv}");
 }
 
