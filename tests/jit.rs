@@ -571,3 +571,62 @@ fn register_tiles_two_iterations_per_back_edge_any_trip_count() {
         assert_close(&got["O"], &reference(src, &inp)["O"], 0.0);
     }
 }
+
+#[test]
+fn register_tiles_share_broadcasts_where_the_registers_fit() {
+    // Scalar loads that differ in address or alias region (equal ones are
+    // one value to Cranelift).
+    let broadcasts = |clif: &str| {
+        let mut loads: Vec<&str> = clif
+            .lines()
+            .filter_map(|l| l.split_once(" = load.f32 ").map(|(_, rest)| rest))
+            .collect();
+        loads.sort();
+        loads.dedup();
+        loads.len()
+    };
+    // GEMM's 6x8 tile: each row's broadcast of `A` is loaded once and
+    // shared by the row's two FMAs (6 per iteration, 12 per trip of two
+    // iterations), not loaded afresh per FMA (24).
+    let gemm = Kernel::compile(
+        "O[i,j] = A[i,k] * B[k,j]",
+        &[("A", &[12, 9]), ("B", &[9, 16])],
+    )
+    .unwrap();
+    let clif = gemm.clif();
+    assert_eq!(clif.matches(" = fma ").count(), 24);
+    assert_eq!(broadcasts(&clif), 12, "{clif}");
+    // A 1D convolution's tile unrolled over its three taps would hold a
+    // vector per tap beside the tile: there each FMA loads its broadcast.
+    let conv = Kernel::compile(
+        "O[b,k,i] = I[b,c,i+rx] * W[k,c,rx]",
+        &[("I", &[1, 8, 18]), ("W", &[12, 8, 3])],
+    )
+    .unwrap();
+    let clif = conv.clif();
+    let fmas = clif.matches(" = fma ").count();
+    assert_eq!(fmas, 36, "{}", conv.schedules()[0]);
+    assert_eq!(broadcasts(&clif), fmas, "{}", conv.schedules()[0]);
+    for (src, shapes) in [
+        (
+            "O[i,j] = A[i,k] * B[k,j]",
+            vec![("A", vec![13, 7]), ("B", vec![7, 19])],
+        ),
+        (
+            "O[b,k,i] = I[b,c,i+rx] * W[k,c,rx]",
+            vec![("I", vec![1, 8, 18]), ("W", vec![12, 8, 3])],
+        ),
+    ] {
+        let inp = inputs(
+            &shapes
+                .iter()
+                .enumerate()
+                .map(|(n, (name, s))| (*name, rand(s, n as u64 + 1)))
+                .collect::<Vec<_>>(),
+        );
+        let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
+            inp.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+        let got = Formula::new(src).unwrap().run(&views).unwrap();
+        assert_close(&got["O"], &reference(src, &inp)["O"], 1e-5);
+    }
+}

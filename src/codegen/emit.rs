@@ -10,10 +10,12 @@
 //! pointers for the offsets its body uses most, bumped on the back edge, so
 //! an access is a pointer plus the load's immediate offset. Reads no store
 //! can change under them (see `movable_loads`) are `readonly` and
-//! `can_move`, so Cranelift places them at their use and may hoist them;
-//! each broadcast one has its own alias region, so it folds into its FMA's
-//! `vbroadcastss` instead of one shared register (`../shared/CRANELIFT.md`
-//! measured each of these on this machine).
+//! `can_move`, so Cranelift places them at their use and may hoist them.
+//! A broadcast used by few FMAs is either shared by a row of the register
+//! tile, where the registers allow (`Emitter::shares_broadcasts`), or
+//! loaded afresh for each FMA, with an alias region of its own so that GVN
+//! keeps the copies apart (`../shared/CRANELIFT.md` measured each of these
+//! on this machine).
 
 use super::libm::Libm;
 use crate::affine::{ceil_div, floor_div, Affine, Var};
@@ -65,6 +67,8 @@ pub fn emit_nest(
         pointers: Vec::new(),
         carried_vectors: 0,
         broadcasts: Vec::new(),
+        shared_broadcasts: false,
+        stored_constants: stored_constants(nest),
     };
     // Base pointers of the buffers the nest touches, loaded once on entry.
     let mut used = vec![false; func.buffers.len()];
@@ -107,6 +111,11 @@ struct Emitter<'a, 'f> {
     /// Broadcast loads in the body of the innermost loop being emitted, with
     /// their number of uses.
     broadcasts: Vec<(BufId, Vec<Affine>, usize)>,
+    /// Whether the innermost loop being emitted keeps each broadcast in one
+    /// register for all its uses (see `shares_broadcasts`).
+    shared_broadcasts: bool,
+    /// Constants the nest's stores use (see `stored_constants`).
+    stored_constants: usize,
     /// Buffers whose loads Cranelift may move (see [`movable_loads`]).
     movable: Vec<bool>,
 }
@@ -114,6 +123,9 @@ struct Emitter<'a, 'f> {
 /// Uses of one broadcast input element in a loop body up to which each use
 /// loads it again (measured in `../shared/CRANELIFT.md` for GEMM's two).
 const MAX_SPLIT_BROADCAST_USES: usize = 2;
+
+/// The vector registers Cranelift allocates on x86-64 (xmm0–xmm15).
+const VECTOR_REGISTERS: usize = 16;
 
 /// Vector registers a loop may carry for stride-2 loads to use shuffles
 /// (measured: max pooling's two accumulators gain 2x; a stride-2
@@ -356,7 +368,29 @@ impl Emitter<'_, '_> {
         );
         let mut carried = Vec::new();
         carried_locals(&l.body, &mut Vec::new(), &mut carried);
-        carried.sort();
+        let outer_carried = self.carried_vectors;
+        let outer_broadcasts = std::mem::take(&mut self.broadcasts);
+        let outer_shared = self.shared_broadcasts;
+        for_each_broadcast(&l.body, &mut |buf, index| match self
+            .broadcasts
+            .iter_mut()
+            .find(|(b, i, _)| *b == buf && i == index)
+        {
+            Some(entry) => entry.2 += 1,
+            None => self.broadcasts.push((buf, index.to_vec(), 1)),
+        });
+        self.carried_vectors = carried
+            .iter()
+            .filter(|c| self.func.locals[c.index()].lanes > 1)
+            .count();
+        self.shared_broadcasts = self.shares_broadcasts(l, &carried);
+        // Registers carried around the loop: in a tile that shares its
+        // broadcasts, in the body's order (row by row, so each broadcast
+        // lives across its row only); otherwise in their numbering
+        // (column-major: each vector operand lives across its column only).
+        if !self.shared_broadcasts {
+            carried.sort();
+        }
         let second = self.two_steps(l, &carried).then(|| self.b.create_block());
         match second {
             Some(second) => {
@@ -375,24 +409,10 @@ impl Emitter<'_, '_> {
         }
         self.b.switch_to_block(header);
         // The header's parameters are created in the order of first use:
-        // registers carried around the loop first, in their numbering
-        // (column-major for a register tile), the counter last. Cranelift
-        // places pure operations in the order of the back edge's arguments,
-        // so this order decides the live ranges in the loop.
-        let outer_carried = self.carried_vectors;
-        let outer_broadcasts = std::mem::take(&mut self.broadcasts);
-        for_each_broadcast(&l.body, &mut |buf, index| match self
-            .broadcasts
-            .iter_mut()
-            .find(|(b, i, _)| *b == buf && i == index)
-        {
-            Some(entry) => entry.2 += 1,
-            None => self.broadcasts.push((buf, index.to_vec(), 1)),
-        });
-        self.carried_vectors = carried
-            .iter()
-            .filter(|c| self.func.locals[c.index()].lanes > 1)
-            .count();
+        // registers carried around the loop first (see above), the counter
+        // last. Cranelift places pure operations in the order of the back
+        // edge's arguments, so this order decides the live ranges in the
+        // loop.
         for &local in &carried {
             let x = self.local(local);
             self.b.use_var(x);
@@ -430,6 +450,7 @@ impl Emitter<'_, '_> {
         self.pointers.truncate(outer_pointers);
         self.carried_vectors = outer_carried;
         self.broadcasts = outer_broadcasts;
+        self.shared_broadcasts = outer_shared;
         self.b.ins().jump(header, &[]);
         self.b.seal_block(header);
         self.b.switch_to_block(exit);
@@ -463,6 +484,41 @@ impl Emitter<'_, '_> {
             .filter(|s| matches!(s, Stmt::Assign { local, combine: Some(_), .. } if vector(local)))
             .count();
         registers > 0 && combines <= registers && l.body.iter().all(|s| !matches!(s, Stmt::Loop(_)))
+    }
+
+    /// Whether innermost loop `l` loads each broadcast once and shares it
+    /// between its uses rather than loading it afresh for each (see
+    /// `loaded_per_use`). Either way each FMA overwrites one multiplicand:
+    /// a broadcast per use is a `vbroadcastss m32` per FMA, a shared one a
+    /// scalar load and a `vbroadcastss` per row plus a register copy per
+    /// FMA but the row's last. The copy needs no execution unit (the
+    /// renamer eliminates it); the loads do, and Zen 3 loads at most two
+    /// vector registers per cycle, which one broadcast per FMA plus GEMM's
+    /// two vector loads per twelve FMAs exceeds at the FMA peak (a loop of
+    /// just that mix reached 85% of the peak loop). Measured on Zen 3, in
+    /// one process against per-use broadcasts: GEMM 512 4–6%, the 3x3 and
+    /// 1x1 convolutions 8–10%, dilated 10%, conv3d 5% faster, the other
+    /// workloads unchanged. Only where the body's operands,
+    /// each live from its first statement to its last, fit in the sixteen
+    /// vector registers beside the tile and a copy: a row of GEMM's 6x2
+    /// tile holds its broadcast and the two vectors of `B` (12 + 3 + 1), but
+    /// a convolution unrolled over its taps holds a vector per tap, and
+    /// one whose broadcasts serve rows far apart holds many at once: those
+    /// spilled (conv1d 13%, transposed 1D 42% slower). Constants an
+    /// epilogue uses (relu's zero) hold registers across the loop too.
+    fn shares_broadcasts(&self, l: &Loop, carried: &[LocalId]) -> bool {
+        let innermost = l.body.iter().all(|s| !matches!(s, Stmt::Loop(_)));
+        let gains = self.broadcasts.iter().any(|(buf, _, uses)| {
+            self.movable[buf.index()] && (2..=MAX_SPLIT_BROADCAST_USES).contains(uses)
+        });
+        innermost
+            && gains
+            && self.carried_vectors > 0
+            && self.carried_vectors
+                + 1
+                + most_operands_live(&l.body, carried)
+                + self.stored_constants
+                <= VECTOR_REGISTERS
     }
 
     /// Advance loop `l`'s counter and induction pointers by one iteration.
@@ -631,19 +687,22 @@ impl Emitter<'_, '_> {
     /// Whether `x`, broadcast, is loaded afresh for each use: a scalar of
     /// a buffer no store can change, used by few FMAs of the loop.
     fn loaded_per_use(&self, x: &Expr) -> bool {
-        matches!(x, Expr::Load { buf, index, lanes: 1, .. }
+        !self.shared_broadcasts
+            && matches!(x, Expr::Load { buf, index, lanes: 1, .. }
             if self.movable[buf.index()]
                 && self.broadcast_uses(*buf, index) <= MAX_SPLIT_BROADCAST_USES)
     }
 
     /// `x * y + z` as one `fma`. x64's FMA overwrites its first
-    /// multiplicand, so that is a broadcast loaded afresh for each use
+    /// multiplicand, so that is a broadcast (loaded afresh for each use, or
+    /// shared by a row of the tile and copied for all but its last use)
     /// rather than a vector a column of the tile shares (a convolution's
-    /// input), which would be copied first.
+    /// input), which would be copied for all but the column's last row.
     fn fma(&mut self, x: &Expr, y: &Expr, z: Value) -> Result<Value> {
         let (x, y) = match (x, y) {
             (x, Expr::Broadcast(b))
-                if self.loaded_per_use(b) && !matches!(x, Expr::Broadcast(_)) =>
+                if (self.shared_broadcasts || self.loaded_per_use(b))
+                    && !matches!(x, Expr::Broadcast(_)) =>
             {
                 (y, x)
             }
@@ -970,6 +1029,78 @@ fn nested_vars(body: &[Stmt], out: &mut Vec<Var>) {
             nested_vars(&l.body, out);
         }
     }
+}
+
+/// The most operands (distinct loads) live at once in innermost body
+/// `body` whose registers `carried` go around the loop in that order:
+/// Cranelift computes each carried register's chain of statements where
+/// the back edge passes it, register by register, so that is the order
+/// the statements run in, and each operand is live from the first
+/// statement that reads it to the last.
+fn most_operands_live(body: &[Stmt], carried: &[LocalId]) -> usize {
+    let target = |s: &Stmt| match s {
+        Stmt::Assign { local, .. } => carried.iter().position(|c| c == local),
+        _ => None,
+    };
+    let mut order: Vec<&Stmt> = Vec::new();
+    for n in 0..carried.len() {
+        order.extend(body.iter().filter(|s| target(s) == Some(n)));
+    }
+    order.extend(body.iter().filter(|s| target(s).is_none()));
+    let mut spans: Vec<(BufId, Vec<Affine>, usize, usize)> = Vec::new();
+    for (n, s) in order.iter().enumerate() {
+        s.for_each_access(&mut |buf, index, store| {
+            if store {
+                return;
+            }
+            match spans.iter_mut().find(|(b, i, ..)| *b == buf && i == index) {
+                Some(span) => span.3 = n,
+                None => spans.push((buf, index.to_vec(), n, n)),
+            }
+        });
+    }
+    (0..order.len())
+        .map(|n| spans.iter().filter(|s| s.2 <= n && n <= s.3).count())
+        .max()
+        .unwrap_or(0)
+}
+
+/// The distinct constants (relu's zero included) in the values `nest`
+/// stores: an epilogue's (a fused `relu(T + Bias)`). Cranelift computes a
+/// constant once and keeps it in a register wherever it is used, so one
+/// used both before a register tile's loop (its zero accumulators) and
+/// after it is live across the loop.
+fn stored_constants(nest: &Stmt) -> usize {
+    fn expr(e: &Expr, out: &mut Vec<u32>) {
+        let mut add = |c: f32| {
+            if !out.contains(&c.to_bits()) {
+                out.push(c.to_bits());
+            }
+        };
+        match e {
+            Expr::Const(c) => add(*c),
+            Expr::Unary(UnOp::Relu, x) => {
+                add(0.0);
+                expr(x, out);
+            }
+            Expr::Load { .. } | Expr::Local(_) => {}
+            Expr::Broadcast(x) | Expr::Reduce(_, x) | Expr::Unary(_, x) => expr(x, out),
+            Expr::Binary(_, a, b) => {
+                expr(a, out);
+                expr(b, out);
+            }
+        }
+    }
+    fn walk(s: &Stmt, out: &mut Vec<u32>) {
+        match s {
+            Stmt::Loop(l) => l.body.iter().for_each(|s| walk(s, out)),
+            Stmt::Store { value, .. } => expr(value, out),
+            Stmt::Assign { .. } => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(nest, &mut out);
+    out.len()
 }
 
 /// Every broadcast of a scalar load in `body`: its buffer and index.
