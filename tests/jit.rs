@@ -562,7 +562,12 @@ fn register_tiles_two_iterations_per_back_edge_any_trip_count() {
     // input channels (the loop's trips).
     let src = "O[b,k,i] = I[b,c,i+rx] * W[k,c,rx]";
     let conv = Kernel::compile(src, &[("I", &[1, 8, 10]), ("W", &[6, 8, 3])]).unwrap();
-    assert_eq!(conv.clif().matches(" = fma ").count(), 72, "{}", conv.schedules()[0]);
+    assert_eq!(
+        conv.clif().matches(" = fma ").count(),
+        72,
+        "{}",
+        conv.schedules()[0]
+    );
     for c in 1..=5 {
         let inp = inputs(&[("I", rand(&[2, c, 13], 4)), ("W", rand(&[7, c, 3], 5))]);
         let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
