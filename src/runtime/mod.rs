@@ -75,7 +75,7 @@ impl Kernel {
             .collect::<Result<Vec<_>>>()?;
         let realised = schedule::realise(&lower::lower_with(&program, &specs))?;
         let (scheduled, passed, fused) = if fuse {
-            schedule::fuse_nests(&realised)
+            schedule::fuse_nests(realised)
         } else {
             let nests = realised.body.len();
             (realised, vec![Vec::new(); nests], Vec::new())

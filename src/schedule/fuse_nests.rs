@@ -20,14 +20,16 @@ use crate::ir::{BufId, BufKind, Func, Loop, Stmt};
 /// fused, or why not. Pairs are taken from the last nest back, so that a
 /// consumer joins its own producer first (a pointwise convolution its
 /// depthwise one, rather than the depthwise one its padded input).
-pub fn fuse_nests(func: &Func) -> (Func, Vec<Vec<BufId>>, Vec<String>) {
+pub fn fuse_nests(mut func: Func) -> (Func, Vec<Vec<BufId>>, Vec<String>) {
     // Built back to front.
     let mut body: Vec<Stmt> = Vec::new();
     let mut passed: Vec<Vec<BufId>> = Vec::new();
     let mut notes = Vec::new();
-    for nest in hoist_fills(func).iter().rev() {
+    let nests = std::mem::take(&mut func.body);
+    let nests = hoist_fills(func.buffers.len(), nests);
+    for nest in nests.into_iter().rev() {
         let fused = match body.last() {
-            Some(consumer) => fuse_pair(func, nest, consumer),
+            Some(consumer) => fuse_pair(&func, &nest, consumer),
             None => Err(None),
         };
         match fused {
@@ -46,7 +48,7 @@ pub fn fuse_nests(func: &Func) -> (Func, Vec<Vec<BufId>>, Vec<String>) {
             }
             Err(why) => {
                 notes.extend(why);
-                body.push(nest.clone());
+                body.push(nest);
                 passed.push(Vec::new());
             }
         }
@@ -54,22 +56,25 @@ pub fn fuse_nests(func: &Func) -> (Func, Vec<Vec<BufId>>, Vec<String>) {
     body.reverse();
     passed.reverse();
     notes.reverse();
-    (func.with_body(body), passed, notes)
+    func.body = body;
+    (func, passed, notes)
 }
 
-/// The nests with each fill (a nest storing only constants, into a buffer
-/// no earlier nest touches) moved to the front, so that it does not stand
-/// between a producer and its consumer (a padded copy's zero border).
-fn hoist_fills(func: &Func) -> Vec<Stmt> {
-    let n = func.buffers.len();
+/// `nests` (over `n` buffers) with each fill (a nest storing only constants,
+/// into a buffer no earlier nest touches) moved to the front, so that it
+/// does not stand between a producer and its consumer (a padded copy's
+/// zero border).
+fn hoist_fills(n: usize, nests: Vec<Stmt>) -> Vec<Stmt> {
     let (mut fills, mut rest): (Vec<Stmt>, Vec<Stmt>) = (Vec::new(), Vec::new());
     let mut touched = vec![false; n];
-    for nest in &func.body {
-        match nest.constant_fill() {
-            Some((t, _)) if !touched[t.index()] => fills.push(nest.clone()),
-            _ => rest.push(nest.clone()),
-        }
+    for nest in nests {
+        let fill = matches!(nest.constant_fill(), Some((t, _)) if !touched[t.index()]);
         nest.mark_buffers(&mut touched);
+        if fill {
+            fills.push(nest);
+        } else {
+            rest.push(nest);
+        }
     }
     fills.extend(rest);
     fills
