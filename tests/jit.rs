@@ -648,3 +648,46 @@ fn register_tiles_share_broadcasts_where_the_registers_fit() {
         assert_close(&got["O"], &reference(src, &inp)["O"], 1e-5);
     }
 }
+
+#[test]
+fn vector_relu_clears_negatives_and_nans() {
+    // Two vectors and a scalar tail: NaN of either sign, ±inf, ±0, a
+    // denormal of either sign.
+    let a = [
+        f32::NAN,
+        -f32::NAN,
+        f32::NEG_INFINITY,
+        f32::INFINITY,
+        -0.0,
+        0.0,
+        -1.5,
+        2.5,
+        1e-45,
+        -1e-45,
+        3.0,
+    ];
+    let want = [
+        0.0,
+        0.0,
+        0.0,
+        f32::INFINITY,
+        0.0,
+        0.0,
+        0.0,
+        2.5,
+        1e-45,
+        0.0,
+        3.0,
+    ];
+    let src = "O[i] = relu(A[i])";
+    let kernel = Kernel::compile(src, &[("A", &[11])]).unwrap();
+    assert!(kernel.clif().contains(" = sshr "), "{}", kernel.clif());
+    let inp = inputs(&[("A", arr(&[11], &a))]);
+    let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
+        inp.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+    let got = kernel.run(&views).unwrap();
+    for (k, (&g, &w)) in got["O"].iter().zip(&want).enumerate() {
+        assert!(g == w, "relu({}) = {g}, want {w}", a[k]);
+    }
+    assert_close(&got["O"], &reference(src, &inp)["O"], 0.0);
+}

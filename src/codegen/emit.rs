@@ -23,7 +23,7 @@ use crate::check::Combine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::ir::{BinOp, Bound, BufId, Expr, Func, LocalId, Loop, Stmt, UnOp, LANES};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
-use cranelift_codegen::ir::types::{F32, F32X4, I64, I8X16};
+use cranelift_codegen::ir::types::{F32, F32X4, I32X4, I64, I8X16};
 use cranelift_codegen::ir::{self, FuncRef, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_codegen::isa::TargetFrontendConfig;
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext, Variable};
@@ -515,7 +515,7 @@ impl Emitter<'_, '_> {
     /// a convolution unrolled over its taps holds a vector per tap, and
     /// one whose broadcasts serve rows far apart holds many at once: those
     /// spilled (conv1d 13%, transposed 1D 42% slower). Constants an
-    /// epilogue uses (relu's zero) hold registers across the loop too.
+    /// epilogue uses hold registers across the loop too.
     fn shares_broadcasts(&self, l: &Loop, carried: &[LocalId]) -> bool {
         let innermost = l.body.iter().all(|s| !matches!(s, Stmt::Loop(_)));
         let gains = self.broadcasts.iter().any(|(buf, _, uses)| {
@@ -910,6 +910,21 @@ impl Emitter<'_, '_> {
             UnOp::Neg => self.b.ins().fneg(x),
             UnOp::Abs => self.b.ins().fabs(x),
             UnOp::Sqrt => self.b.ins().sqrt(x),
+            UnOp::Relu if ty == F32X4 => {
+                // x > 0 ? x : 0 without a zero vector, which Cranelift
+                // would compute once per function and hold in a register
+                // across every loop, a register tile's among them (see
+                // `stored_constants`): lanes with the sign bit set (negative,
+                // -0, -NaN) are cleared, then the NaN lanes (x != x).
+                let none = MemFlagsData::new();
+                let bits = self.b.ins().bitcast(I32X4, none, x);
+                let sign = self.b.ins().sshr_imm_u(bits, 31);
+                let sign = self.b.ins().bitcast(F32X4, none, sign);
+                let kept = self.b.ins().band_not(x, sign);
+                let ordered = self.b.ins().fcmp(FloatCC::Equal, x, x);
+                let ordered = self.b.ins().bitcast(F32X4, none, ordered);
+                self.b.ins().band(kept, ordered)
+            }
             UnOp::Relu => {
                 // x > 0 ? x : 0, so that relu(NaN) = 0 as in `f32::max(x, 0)`.
                 let zero = self.f32(0.0, ty);
@@ -1075,8 +1090,8 @@ fn most_operands_live(body: &[Stmt], carried: &[LocalId]) -> usize {
         .unwrap_or(0)
 }
 
-/// The distinct constants (relu's zero included) in the values `nest`
-/// stores: an epilogue's (a fused `relu(T + Bias)`). Cranelift computes a
+/// The distinct constants in the values `nest` stores: an epilogue's
+/// (`max(T, 0.5)`; a vector relu needs none). Cranelift computes a
 /// constant once and keeps it in a register wherever it is used, so one
 /// used both before a register tile's loop (its zero accumulators) and
 /// after it is live across the loop.
@@ -1089,10 +1104,6 @@ fn stored_constants(nest: &Stmt) -> usize {
         };
         match e {
             Expr::Const(c) => add(*c),
-            Expr::Unary(UnOp::Relu, x) => {
-                add(0.0);
-                expr(x, out);
-            }
             Expr::Load { .. } | Expr::Local(_) => {}
             Expr::Broadcast(x) | Expr::Reduce(_, x) | Expr::Unary(_, x) => expr(x, out),
             Expr::Binary(_, a, b) => {
