@@ -12,7 +12,7 @@
 //! can change under them (see `movable_loads`) are `readonly` and
 //! `can_move`, so Cranelift places them at their use and may hoist them.
 //! A broadcast used by few FMAs is either shared by a row of the register
-//! tile, where the registers allow (`Emitter::shares_broadcasts`), or
+//! tile, where the registers allow (`Emitter::shared_broadcasts`), or
 //! loaded afresh for each FMA, with an alias region of its own so that GVN
 //! keeps the copies apart (`../shared/CRANELIFT.md` measured each of these
 //! on this machine).
@@ -67,7 +67,7 @@ pub fn emit_nest(
         pointers: Vec::new(),
         carried_vectors: 0,
         broadcasts: Vec::new(),
-        shared_broadcasts: false,
+        shared: Vec::new(),
         stored_constants: stored_constants(nest),
     };
     // Base pointers of the buffers the nest touches, loaded once on entry.
@@ -111,9 +111,9 @@ struct Emitter<'a, 'f> {
     /// Broadcast loads in the body of the innermost loop being emitted, with
     /// their number of uses.
     broadcasts: Vec<(BufId, Vec<Affine>, usize)>,
-    /// Whether the innermost loop being emitted keeps each broadcast in one
-    /// register for all its uses (see `shares_broadcasts`).
-    shared_broadcasts: bool,
+    /// Broadcasts the innermost loop being emitted loads once and keeps in
+    /// a register for all their uses (see `shared_broadcasts`).
+    shared: Vec<(BufId, Vec<Affine>)>,
     /// Constants the nest's stores use (see `stored_constants`).
     stored_constants: usize,
     /// Buffers whose loads Cranelift may move (see [`movable_loads`]).
@@ -374,7 +374,7 @@ impl Emitter<'_, '_> {
         carried_locals(&l.body, &mut Vec::new(), &mut carried);
         let outer_carried = self.carried_vectors;
         let outer_broadcasts = std::mem::take(&mut self.broadcasts);
-        let outer_shared = self.shared_broadcasts;
+        let outer_shared = std::mem::take(&mut self.shared);
         for_each_broadcast(&l.body, &mut |buf, index| match self
             .broadcasts
             .iter_mut()
@@ -387,12 +387,12 @@ impl Emitter<'_, '_> {
             .iter()
             .filter(|c| self.func.locals[c.index()].lanes > 1)
             .count();
-        self.shared_broadcasts = self.shares_broadcasts(l, &carried);
-        // Registers carried around the loop: in a tile that shares its
+        self.shared = self.shared_broadcasts(l, &carried);
+        // Registers carried around the loop: in a tile that shares
         // broadcasts, in the body's order (row by row, so each broadcast
         // lives across its row only); otherwise in their numbering
         // (column-major: each vector operand lives across its column only).
-        if !self.shared_broadcasts {
+        if self.shared.is_empty() {
             carried.sort();
         }
         let second = self.two_steps(l, &carried).then(|| self.b.create_block());
@@ -454,7 +454,7 @@ impl Emitter<'_, '_> {
         self.pointers.truncate(outer_pointers);
         self.carried_vectors = outer_carried;
         self.broadcasts = outer_broadcasts;
-        self.shared_broadcasts = outer_shared;
+        self.shared = outer_shared;
         self.b.ins().jump(header, &[]);
         self.b.seal_block(header);
         self.b.switch_to_block(exit);
@@ -496,39 +496,91 @@ impl Emitter<'_, '_> {
             && l.body.iter().all(|s| !matches!(s, Stmt::Loop(_)))
     }
 
-    /// Whether innermost loop `l` loads each broadcast once and shares it
-    /// between its uses rather than loading it afresh for each (see
-    /// `loaded_per_use`). Either way each FMA overwrites one multiplicand:
-    /// a broadcast per use is a `vbroadcastss m32` per FMA, a shared one a
-    /// scalar load and a `vbroadcastss` per row plus a register copy per
-    /// FMA but the row's last. The copy needs no execution unit (the
-    /// renamer eliminates it); the loads do, and Zen 3 loads at most two
-    /// vector registers per cycle, which one broadcast per FMA plus GEMM's
-    /// two vector loads per twelve FMAs exceeds at the FMA peak (a loop of
-    /// just that mix reached 85% of the peak loop). Measured on Zen 3, in
-    /// one process against per-use broadcasts: GEMM 512 4–6%, the 3x3 and
-    /// 1x1 convolutions 8–10%, dilated 10%, conv3d 5% faster, the other
-    /// workloads unchanged. Only where the body's operands,
-    /// each live from its first statement to its last, fit in the sixteen
-    /// vector registers beside the tile and a copy: a row of GEMM's 6x2
-    /// tile holds its broadcast and the two vectors of `B` (12 + 3 + 1), but
-    /// a convolution unrolled over its taps holds a vector per tap, and
-    /// one whose broadcasts serve rows far apart holds many at once: those
-    /// spilled (conv1d 13%, transposed 1D 42% slower). Constants an
-    /// epilogue uses hold registers across the loop too.
-    fn shares_broadcasts(&self, l: &Loop, carried: &[LocalId]) -> bool {
+    /// The broadcasts innermost loop `l` loads once and shares between
+    /// their uses rather than loading afresh for each (see
+    /// `loaded_per_use`): as few as keep the loop's vector loads at one per
+    /// FMA. Either way each FMA overwrites one multiplicand: a broadcast per
+    /// use is a `vbroadcastss m32` per FMA, a shared one a scalar load and a
+    /// `vbroadcastss` per row plus a register copy per FMA but the row's
+    /// last. The copy needs no execution unit (the renamer eliminates it)
+    /// but is one more instruction to issue; the loads need load ports, and
+    /// Zen 3 loads at most two vector registers per cycle, one per FMA at
+    /// the FMA peak. GEMM's 6x2 tile loads 14 times per 12 FMAs with every
+    /// broadcast per use (a loop of just that mix reached 85% of the peak
+    /// loop), 8 times with all shared but then issues six instructions per
+    /// cycle at the peak (Zen 3's limit), and 12 times with two rows shared:
+    /// measured in one process (Zen 3, GEMM 512), all per use 70.8%, all
+    /// shared 75.6%, every third row 80.8%, every second 78.8% of the
+    /// peak loop; two rows shared against all, across the suite: GEMM −3%,
+    /// 1x1 −4%, gcn −5%, dw-separable −11%, the 3x3 conv +2.6%, the rest
+    /// within 1%. Sharing needs the body's operands, each live from its
+    /// first statement to its last, to fit in the sixteen vector registers
+    /// beside the tile and a copy: a row of GEMM's tile holds its broadcast
+    /// and the two vectors of `B` (12 + 3 + 1), but a convolution unrolled
+    /// over its taps holds a vector per tap, and one whose broadcasts
+    /// serve rows far apart holds many at once: those spilled (conv1d 13%,
+    /// transposed 1D 42% slower). Constants an epilogue uses hold registers
+    /// across the loop too.
+    fn shared_broadcasts(&self, l: &Loop, carried: &[LocalId]) -> Vec<(BufId, Vec<Affine>)> {
         let innermost = l.body.iter().all(|s| !matches!(s, Stmt::Loop(_)));
-        let gains = self.broadcasts.iter().any(|(buf, _, uses)| {
-            self.movable[buf.index()] && (2..=MAX_SPLIT_BROADCAST_USES).contains(uses)
-        });
-        innermost
-            && gains
-            && self.carried_vectors > 0
-            && self.carried_vectors
-                + 1
-                + most_operands_live(&l.body, carried)
-                + self.stored_constants
+        let fits = || {
+            self.carried_vectors + 1 + most_operands_live(&l.body, carried) + self.stored_constants
                 <= VECTOR_REGISTERS
+        };
+        if !innermost || self.carried_vectors == 0 {
+            return Vec::new();
+        }
+        // Broadcasts loaded per use unless shared, in the body's order.
+        let candidates: Vec<&(BufId, Vec<Affine>, usize)> = self
+            .broadcasts
+            .iter()
+            .filter(|(buf, _, uses)| {
+                self.movable[buf.index()] && (2..=MAX_SPLIT_BROADCAST_USES).contains(uses)
+            })
+            .collect();
+        let fmas = l
+            .body
+            .iter()
+            .filter(|s| {
+                matches!(s, Stmt::Assign { local, combine: Some(_), .. }
+                    if self.func.locals[local.index()].lanes > 1)
+            })
+            .count();
+        let mut vectors: Vec<(BufId, Vec<Affine>)> = Vec::new();
+        for s in &l.body {
+            s.for_each_access(&mut |buf, index, store| {
+                let vector = !store
+                    && !self
+                        .broadcasts
+                        .iter()
+                        .any(|(b, i, _)| *b == buf && i == index)
+                    && !vectors.iter().any(|(b, i)| *b == buf && i == index);
+                if vector {
+                    vectors.push((buf, index.to_vec()));
+                }
+            });
+        }
+        let others = self.broadcasts.len() - candidates.len();
+        let per_use: usize = candidates.iter().map(|c| c.2).sum();
+        // Sharing `n` of them, spread over the rows, saves `uses - 1` loads each.
+        let spread = |n: usize| -> Vec<&(BufId, Vec<Affine>, usize)> {
+            (0..n)
+                .map(|k| candidates[k * candidates.len() / n])
+                .collect()
+        };
+        let loads = |shared: &[&(BufId, Vec<Affine>, usize)]| {
+            vectors.len() + others + per_use - shared.iter().map(|c| c.2 - 1).sum::<usize>()
+        };
+        if loads(&[]) <= fmas || !fits() {
+            return Vec::new();
+        }
+        let n = (1..=candidates.len())
+            .find(|&n| loads(&spread(n)) <= fmas)
+            .unwrap_or(candidates.len());
+        spread(n)
+            .into_iter()
+            .map(|(b, i, _)| (*b, i.clone()))
+            .collect()
     }
 
     /// Advance loop `l`'s counter and induction pointers by one iteration.
@@ -697,10 +749,16 @@ impl Emitter<'_, '_> {
     /// Whether `x`, broadcast, is loaded afresh for each use: a scalar of
     /// a buffer no store can change, used by few FMAs of the loop.
     fn loaded_per_use(&self, x: &Expr) -> bool {
-        !self.shared_broadcasts
-            && matches!(x, Expr::Load { buf, index, lanes: 1, .. }
+        matches!(x, Expr::Load { buf, index, lanes: 1, .. }
             if self.movable[buf.index()]
-                && self.broadcast_uses(*buf, index) <= MAX_SPLIT_BROADCAST_USES)
+                && self.broadcast_uses(*buf, index) <= MAX_SPLIT_BROADCAST_USES
+                && !self.is_shared(x))
+    }
+
+    /// Whether `x`, broadcast, is one of the innermost loop's shared ones.
+    fn is_shared(&self, x: &Expr) -> bool {
+        matches!(x, Expr::Load { buf, index, .. }
+            if self.shared.iter().any(|(b, i)| b == buf && i == index))
     }
 
     /// `x * y + z` as one `fma`. x64's FMA overwrites its first
@@ -711,7 +769,7 @@ impl Emitter<'_, '_> {
     fn fma(&mut self, x: &Expr, y: &Expr, z: Value) -> Result<Value> {
         let (x, y) = match (x, y) {
             (x, Expr::Broadcast(b))
-                if (self.shared_broadcasts || self.loaded_per_use(b))
+                if (self.is_shared(b) || self.loaded_per_use(b))
                     && !matches!(x, Expr::Broadcast(_)) =>
             {
                 (y, x)
