@@ -125,8 +125,10 @@ struct Emitter<'a, 'f> {
 const MAX_SPLIT_BROADCAST_USES: usize = 2;
 
 /// Combines per carried register and iteration up to which an innermost
-/// loop runs two iterations per back edge (see `Emitter::two_steps`).
+/// loop of at least `MIN_REGISTERS_FOR_TAPS` registers runs two iterations
+/// per back edge (see `Emitter::two_steps`).
 const MAX_COMBINES_PER_REGISTER: usize = 3;
+const MIN_REGISTERS_FOR_TAPS: usize = 10;
 
 /// The vector registers Cranelift allocates on x86-64 (xmm0–xmm15).
 const VECTOR_REGISTERS: usize = 16;
@@ -463,7 +465,8 @@ impl Emitter<'_, '_> {
 
     /// Whether loop `l` runs two iterations per trip around its back edge:
     /// an innermost loop that combines into each vector register it carries
-    /// (a register tile's accumulators) one to three times per iteration. x86 FMA
+    /// (a register tile's accumulators) once per iteration, or up to three
+    /// times in a large tile (see below). x86 FMA
     /// overwrites a multiplicand, so an accumulator comes out of its FMA in
     /// the broadcast's register and one iteration per trip ends in a move
     /// per accumulator (GEMM: 12 moves per 12 FMAs). Two iterations, the
@@ -475,14 +478,16 @@ impl Emitter<'_, '_> {
     /// jump passes them, and Cranelift, placing pure instructions at their
     /// first use, computes the first half's FMAs there, before the second
     /// half's broadcasts (else an accumulator and the broadcast replacing
-    /// it would be live at once). A tile unrolled over up to three taps
-    /// (conv1d's, a transposed convolution's phases) combines several
-    /// times into each register per iteration and still ends in a move per
-    /// register: two iterations made conv1d 8%, transposed 1D 7% and 2D 10%
-    /// faster (Zen 3, in one process), for 20–35% more compile work. One
-    /// unrolled over more (a depthwise tile's nine taps) saves a move per
-    /// nine FMAs or fewer and is left alone: dw-separable ran 9% slower
-    /// with it.
+    /// it would be live at once). A tile of ten or more registers unrolled
+    /// over up to three taps (conv1d's, transposed 1D and 2D phases)
+    /// combines several times into each register per iteration and still
+    /// ends in a move per register: two iterations made conv1d 5–8%,
+    /// transposed 1D 6–7% and 2D 10% faster (Zen 3, in one process), for
+    /// 17–33% more compile work. Smaller tiles over taps (GEMV's eight
+    /// partial sums, depthwise, the 32-group conv, transposed 3D) ran no
+    /// faster (within 3%) for 18–21% more compile work, and a tile over
+    /// more taps (a depthwise tile's nine) saves a move per nine FMAs or
+    /// fewer: dw-separable ran 9% slower with it. Those are left alone.
     fn two_steps(&self, l: &Loop, carried: &[LocalId]) -> bool {
         let vector = |local: &LocalId| self.func.locals[local.index()].lanes > 1;
         let registers = carried.iter().filter(|c| vector(c)).count();
@@ -491,8 +496,10 @@ impl Emitter<'_, '_> {
             .iter()
             .filter(|s| matches!(s, Stmt::Assign { local, combine: Some(_), .. } if vector(local)))
             .count();
+        let taps_fit = registers >= MIN_REGISTERS_FOR_TAPS
+            && combines <= MAX_COMBINES_PER_REGISTER * registers;
         registers > 0
-            && combines <= MAX_COMBINES_PER_REGISTER * registers
+            && (combines <= registers || taps_fit)
             && l.body.iter().all(|s| !matches!(s, Stmt::Loop(_)))
     }
 
