@@ -616,6 +616,15 @@ fn register_tiles_share_broadcasts_where_the_registers_fit() {
     let clif = gemm.clif();
     assert_eq!(clif.matches(" = fma ").count(), 24);
     assert_eq!(broadcasts(&clif), 20, "{clif}");
+    // A fused epilogue's constants are computed after the loop and do not
+    // stop the sharing; a zero both the accumulators start with and the
+    // epilogue uses (`max(T, 0)`) is one value, held across the loop: one
+    // register too many, so there each FMA loads its broadcast.
+    for (epilogue, want) in [("T[i,j] * 0.5 + 0.25", 20), ("max(T[i,j], 0)", 24)] {
+        let src = format!("T[i,j] = A[i,k] * B[k,j]; O[i,j] = {epilogue}");
+        let kernel = Kernel::compile(&src, &[("A", &[12, 9]), ("B", &[9, 16])]).unwrap();
+        assert_eq!(broadcasts(&kernel.clif()), want, "{src}");
+    }
     // A 1D convolution's tile unrolled over its three taps would hold a
     // vector per tap beside the tile: there each FMA loads its broadcast.
     let conv = Kernel::compile(
@@ -630,6 +639,10 @@ fn register_tiles_share_broadcasts_where_the_registers_fit() {
     for (src, shapes) in [
         (
             "O[i,j] = A[i,k] * B[k,j]",
+            vec![("A", vec![13, 7]), ("B", vec![7, 19])],
+        ),
+        (
+            "T[i,j] = A[i,k] * B[k,j]; O[i,j] = T[i,j] * 0.5 + 0.25",
             vec![("A", vec![13, 7]), ("B", vec![7, 19])],
         ),
         (

@@ -526,8 +526,8 @@ impl Emitter<'_, '_> {
     /// and the two vectors of `B` (12 + 3 + 1), but a convolution unrolled
     /// over its taps holds a vector per tap, and one whose broadcasts
     /// serve rows far apart holds many at once: those spilled (conv1d 13%,
-    /// transposed 1D 42% slower). Constants an epilogue uses hold registers
-    /// across the loop too.
+    /// transposed 1D 42% slower). A constant both the tile starts with and
+    /// its epilogue uses holds a register across the loop too.
     fn shared_broadcasts(&self, l: &Loop, carried: &[LocalId]) -> Vec<(BufId, Vec<Affine>)> {
         let innermost = l.body.iter().all(|s| !matches!(s, Stmt::Loop(_)));
         let fits = || {
@@ -977,8 +977,8 @@ impl Emitter<'_, '_> {
             UnOp::Sqrt => self.b.ins().sqrt(x),
             UnOp::Relu if ty == F32X4 => {
                 // x > 0 ? x : 0 without a zero vector, which Cranelift
-                // would compute once per function and hold in a register
-                // across every loop, a register tile's among them (see
+                // would share with the tile's zero accumulators and so
+                // hold in a register across the tile's loop (see
                 // `stored_constants`): lanes with the sign bit set (negative,
                 // -0, -NaN) are cleared, then the NaN lanes (x != x).
                 let none = MemFlagsData::new();
@@ -1155,38 +1155,42 @@ fn most_operands_live(body: &[Stmt], carried: &[LocalId]) -> usize {
         .unwrap_or(0)
 }
 
-/// The distinct constants in the values `nest` stores: an epilogue's
-/// (`max(T, 0.5)`; a vector relu needs none). Cranelift computes a
-/// constant once and keeps it in a register wherever it is used, so one
-/// used both before a register tile's loop (its zero accumulators) and
-/// after it is live across the loop.
+/// The constants `nest` both starts registers with and stores (a zero
+/// accumulator and `max(T, 0)` after the loop): Cranelift computes one
+/// value per constant, placed at its first use, so such a constant is
+/// computed before a register tile's loop and held in a register across
+/// it. (A constant only an epilogue uses is computed there.)
 fn stored_constants(nest: &Stmt) -> usize {
-    fn expr(e: &Expr, out: &mut Vec<u32>) {
-        let mut add = |c: f32| {
-            if !out.contains(&c.to_bits()) {
-                out.push(c.to_bits());
-            }
-        };
+    fn constants(e: &Expr, out: &mut Vec<u32>) {
         match e {
-            Expr::Const(c) => add(*c),
+            Expr::Const(c) => {
+                if !out.contains(&c.to_bits()) {
+                    out.push(c.to_bits());
+                }
+            }
             Expr::Load { .. } | Expr::Local(_) => {}
-            Expr::Broadcast(x) | Expr::Reduce(_, x) | Expr::Unary(_, x) => expr(x, out),
+            Expr::Broadcast(x) | Expr::Reduce(_, x) | Expr::Unary(_, x) => constants(x, out),
             Expr::Binary(_, a, b) => {
-                expr(a, out);
-                expr(b, out);
+                constants(a, out);
+                constants(b, out);
             }
         }
     }
-    fn walk(s: &Stmt, out: &mut Vec<u32>) {
+    fn walk(s: &Stmt, starts: &mut Vec<u32>, stores: &mut Vec<u32>) {
         match s {
-            Stmt::Loop(l) => l.body.iter().for_each(|s| walk(s, out)),
-            Stmt::Store { value, .. } => expr(value, out),
+            Stmt::Loop(l) => l.body.iter().for_each(|s| walk(s, starts, stores)),
+            Stmt::Store { value, .. } => constants(value, stores),
+            Stmt::Assign {
+                value,
+                combine: None,
+                ..
+            } => constants(value, starts),
             Stmt::Assign { .. } => {}
         }
     }
-    let mut out = Vec::new();
-    walk(nest, &mut out);
-    out.len()
+    let (mut starts, mut stores) = (Vec::new(), Vec::new());
+    walk(nest, &mut starts, &mut stores);
+    stores.iter().filter(|c| starts.contains(c)).count()
 }
 
 /// Every broadcast of a scalar load in `body`: its buffer and index.
