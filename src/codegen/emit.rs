@@ -128,6 +128,9 @@ const MAX_SPLIT_BROADCAST_USES: usize = 2;
 /// loop of at least `MIN_REGISTERS_FOR_TAPS` registers runs two iterations
 /// per back edge (see `Emitter::two_steps`).
 const MAX_COMBINES_PER_REGISTER: usize = 3;
+/// Carried vector registers from which a loop that combines several times
+/// into each per iteration (a tile over its taps) runs two iterations per
+/// back edge.
 const MIN_REGISTERS_FOR_TAPS: usize = 10;
 
 /// The vector registers Cranelift allocates on x86-64 (xmm0–xmm15).
@@ -397,7 +400,7 @@ impl Emitter<'_, '_> {
         if self.shared.is_empty() {
             carried.sort();
         }
-        let second = self.two_steps(l, &carried).then(|| self.b.create_block());
+        let second = self.two_steps(l).then(|| self.b.create_block());
         match second {
             Some(second) => {
                 // An odd trip count enters at the second half (an edge that
@@ -488,19 +491,23 @@ impl Emitter<'_, '_> {
     /// faster (within 3%) for 18–21% more compile work, and a tile over
     /// more taps (a depthwise tile's nine) saves a move per nine FMAs or
     /// fewer: dw-separable ran 9% slower with it. Those are left alone.
-    fn two_steps(&self, l: &Loop, carried: &[LocalId]) -> bool {
-        let vector = |local: &LocalId| self.func.locals[local.index()].lanes > 1;
-        let registers = carried.iter().filter(|c| vector(c)).count();
-        let combines = l
-            .body
-            .iter()
-            .filter(|s| matches!(s, Stmt::Assign { local, combine: Some(_), .. } if vector(local)))
-            .count();
+    fn two_steps(&self, l: &Loop) -> bool {
+        let (registers, combines) = (self.carried_vectors, self.vector_combines(l));
         let taps_fit = registers >= MIN_REGISTERS_FOR_TAPS
             && combines <= MAX_COMBINES_PER_REGISTER * registers;
-        registers > 0
-            && (combines <= registers || taps_fit)
-            && l.body.iter().all(|s| !matches!(s, Stmt::Loop(_)))
+        innermost(l) && registers > 0 && (combines <= registers || taps_fit)
+    }
+
+    /// Combines into vector registers per iteration of loop `l` (a register
+    /// tile's FMAs).
+    fn vector_combines(&self, l: &Loop) -> usize {
+        l.body
+            .iter()
+            .filter(|s| {
+                matches!(s, Stmt::Assign { local, combine: Some(_), .. }
+                    if self.func.locals[local.index()].lanes > 1)
+            })
+            .count()
     }
 
     /// The broadcasts innermost loop `l` loads once and shares between
@@ -529,12 +536,11 @@ impl Emitter<'_, '_> {
     /// transposed 1D 42% slower). A constant both the tile starts with and
     /// its epilogue uses holds a register across the loop too.
     fn shared_broadcasts(&self, l: &Loop, carried: &[LocalId]) -> Vec<(BufId, Vec<Affine>)> {
-        let innermost = l.body.iter().all(|s| !matches!(s, Stmt::Loop(_)));
         let fits = || {
             self.carried_vectors + 1 + most_operands_live(&l.body, carried) + self.stored_constants
                 <= VECTOR_REGISTERS
         };
-        if !innermost || self.carried_vectors == 0 {
+        if !innermost(l) || self.carried_vectors == 0 {
             return Vec::new();
         }
         // Broadcasts loaded per use unless shared, in the body's order.
@@ -545,14 +551,7 @@ impl Emitter<'_, '_> {
                 self.movable[buf.index()] && (2..=MAX_SPLIT_BROADCAST_USES).contains(uses)
             })
             .collect();
-        let fmas = l
-            .body
-            .iter()
-            .filter(|s| {
-                matches!(s, Stmt::Assign { local, combine: Some(_), .. }
-                    if self.func.locals[local.index()].lanes > 1)
-            })
-            .count();
+        let fmas = self.vector_combines(l);
         let mut vectors: Vec<(BufId, Vec<Affine>)> = Vec::new();
         for s in &l.body {
             s.for_each_access(&mut |buf, index, store| {
@@ -1109,6 +1108,11 @@ fn walk_with_loops(s: &Stmt, around: &mut Vec<Var>, f: &mut AccessInLoops) {
         }
         _ => s.for_each_access(&mut |buf, index, store| f(around, buf, index, store)),
     }
+}
+
+/// Whether loop `l` has no loop inside.
+fn innermost(l: &Loop) -> bool {
+    l.body.iter().all(|s| !matches!(s, Stmt::Loop(_)))
 }
 
 /// Variables of the loops inside `body`.
