@@ -221,10 +221,8 @@ impl Kernel {
     ) -> Result<()> {
         // Every target named once, an output of the program, of its shape:
         // checked before running.
-        for (k, (name, target)) in outputs.iter().enumerate() {
-            if outputs[..k].iter().any(|(n, _)| n == name) {
-                return Err(Error::unspanned(ErrorKind::GivenTwice(name.to_string())));
-            }
+        named_once(outputs)?;
+        for (name, target) in outputs.iter() {
             let tensor = self
                 .program
                 .outputs()
@@ -266,11 +264,7 @@ impl Kernel {
         &self,
         inputs: &'a [(&str, ArrayViewD<'_, f32>)],
     ) -> Result<(Vec<exec::Bound<'a>>, bool)> {
-        for (k, (name, _)) in inputs.iter().enumerate() {
-            if inputs[..k].iter().any(|(n, _)| n == name) {
-                return Err(Error::unspanned(ErrorKind::GivenTwice(name.to_string())));
-            }
-        }
+        named_once(inputs)?;
         let mut out = Vec::with_capacity(self.scheduled.buffers.len());
         let reused = self.scratch.lock().expect("scratch lock").pop();
         let is_reused = reused.is_some();
@@ -314,6 +308,16 @@ impl Kernel {
         }
         Ok((out, is_reused))
     }
+}
+
+/// An error if a name is given twice in `list`.
+fn named_once<T>(list: &[(&str, T)]) -> Result<()> {
+    for (k, (name, _)) in list.iter().enumerate() {
+        if list[..k].iter().any(|(n, _)| n == name) {
+            return Err(Error::unspanned(ErrorKind::GivenTwice(name.to_string())));
+        }
+    }
+    Ok(())
 }
 
 /// The error for storage that cannot be allocated.
