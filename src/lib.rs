@@ -76,10 +76,12 @@ pub fn dump(program: &check::Program, func: &ir::Func) -> String {
         for v in &st.vars {
             let role = if v.reduced { "reduced; " } else { "" };
             let from = match &v.source {
-                check::RangeSource::Where { valid: None } => "where".to_string(),
                 check::RangeSource::Where {
                     valid: Some((a, b)),
-                } => format!("where; padded: in bounds only for {a}..{b}"),
+                } if (*a, *b) != (v.lo, v.hi) => {
+                    format!("where; padded: in bounds only for {a}..{b}")
+                }
+                check::RangeSource::Where { .. } => "where".to_string(),
                 check::RangeSource::Dimension { tensor, dim } => {
                     format!("dimension {dim} of {tensor}")
                 }

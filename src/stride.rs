@@ -174,14 +174,15 @@ fn split_copy(
         None => (source, index),
     };
     // The last column may run past `X` (when `s` does not divide its
-    // width): those elements are never read, and are zero. (Through a
-    // padded copy, the leading dimensions keep its in-bounds ranges.)
+    // width) for some residues: those elements are never read, and are
+    // zero (the read's bounds clip them). Through a padded copy, the
+    // leading dimensions keep its in-bounds ranges.
     let valid = |d: usize| match through {
         Some((copy, _)) if d + 1 < rank => match copy.vars[d].source {
             RangeSource::Where { valid } => valid,
             _ => None,
         },
-        _ => (d == rank && n % s != 0).then_some((0, n / s)),
+        _ => None,
     };
     let copy = Statement::copy(id, &shape, "s", &valid, source, index, st.span);
     out.statements.push(copy);

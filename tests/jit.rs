@@ -63,6 +63,55 @@ fn check_compiled(src: &str, shapes: &[(&str, &[usize])], dump: impl Fn(&str)) {
     }
 }
 
+/// A padded copy visits only where its source is in bounds, so its vector
+/// tiles start at the source's row: a 28-wide row is seven whole vectors,
+/// unrolled, with no scalar head or tail (they start at the padded copy's
+/// column 1); a row of 30 (not a multiple of four) keeps a scalar tail.
+/// Results against the reference, on one and two threads.
+#[test]
+fn padded_copies_run_whole_vectors_from_the_in_bounds_start() {
+    let src = "O[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * W[c,0,rx,ry] where i in 0..28, j in 0..28";
+    check_compiled(
+        src,
+        &[("I", &[1, 3, 28, 28]), ("W", &[3, 1, 3, 3])],
+        |dump| {
+            let copy: Vec<&str> = dump
+                .lines()
+                .filter(|l| l.trim_start().starts_with("I+pad[b, c, p2, "))
+                .collect();
+            assert_eq!(copy.len(), 7, "{dump}");
+            for (k, line) in copy.iter().enumerate() {
+                let want = format!(
+                    "I+pad[b, c, p2, {}]x4 = I[b, c, p2 - 1, {}]x4",
+                    4 * k + 1,
+                    4 * k
+                );
+                assert_eq!(line.trim(), want, "{dump}");
+            }
+            assert!(dump.contains("for p2 in 1..29:"), "{dump}");
+        },
+    );
+    let src = "O[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * W[c,0,rx,ry] where i in 0..30, j in 0..30";
+    check_compiled(
+        src,
+        &[("I", &[1, 2, 30, 30]), ("W", &[2, 1, 3, 3])],
+        |dump| {
+            assert!(
+                dump.contains("I+pad[b, c, p2, 25]x4 = I[b, c, p2 - 1, 24]x4"),
+                "{dump}"
+            );
+            assert!(
+                dump.contains("I+pad[b, c, p2, 29] = I[b, c, p2 - 1, 28]"),
+                "{dump}"
+            );
+            assert!(
+                dump.contains("I+pad[b, c, p2, 30] = I[b, c, p2 - 1, 29]"),
+                "{dump}"
+            );
+        },
+    );
+}
+
 /// Strided windows read a copy split by residue (`src/stride.rs`): strides
 /// 2 and 3, widths the stride does not divide, padding before the window
 /// and none, 1D/2D/3D, and a dilated stride (a tap stepping by 2: left as

@@ -205,10 +205,14 @@ impl Statement {
         self.vars[v.index()].name.clone()
     }
 
-    /// `target[v0, .., vn] = source[index]`, each `vd` over `0..shape[d]`
-    /// (named `{prefix}{d}`, `valid` its in-bounds part when narrower): the
-    /// copies the passes add (padded, split by residue). `index` is over the
-    /// variables `Var(d)`.
+    /// `target[v0, .., vn] = source[index]`, each `vd` (named `{prefix}{d}`)
+    /// over `valid(d)`, the part of `0..shape[d]` where `source` is in
+    /// bounds, or the whole of it; the rest of `target` is zero (the fill of
+    /// a `where` range that leaves the source). The loops start at the
+    /// in-bounds part, so vector tiles line up with the source's rows (a
+    /// padded copy of a 28-wide row: 7 vectors, where tiles over `0..30`
+    /// needed a scalar head and tail). The copies the passes add (padded,
+    /// split by residue); `index` is over the variables `Var(d)`.
     pub fn copy(
         target: TensorId,
         shape: &[usize],
@@ -223,8 +227,8 @@ impl Statement {
             .enumerate()
             .map(|(d, &n)| IndexVar {
                 name: format!("{prefix}{d}"),
-                lo: 0,
-                hi: n as i64,
+                lo: valid(d).map_or(0, |v| v.0),
+                hi: valid(d).map_or(n as i64, |v| v.1),
                 reduced: false,
                 source: RangeSource::Where { valid: valid(d) },
                 span,
