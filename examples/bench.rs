@@ -7,7 +7,14 @@
 //! ```text
 //! cargo run --release --example bench -- [--only NAME[,NAME]] [--threads N[,M]]
 //!     [--json FILE] [--workloads PATH] [--budget SECONDS] [--schedule S] [--search]
+//!     [--interleave]
 //! ```
+//!
+//! `--interleave` times a workload's thread counts call by call in
+//! alternation, with a short run of the peak loop in each round, so that the
+//! neighbours on a shared machine slow them alike: the two-thread speedup
+//! and the % of peak then compare figures from the same seconds (each
+//! workload's peak is the median of its own rounds).
 //!
 //! `--search` compiles with `Formula::with_search(true)`: a bounded empirical
 //! search among the automatic schedule's alternatives (its time is part of
@@ -41,6 +48,8 @@ struct Args {
     schedule: Option<einjit::schedule::Schedule>,
     /// Time alternative automatic schedules while compiling (`Formula::with_search`).
     search: bool,
+    /// Time a workload's thread counts and the peak loop in alternation.
+    interleave: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -52,6 +61,7 @@ fn parse_args() -> Result<Args, String> {
         budget: Duration::from_secs_f64(1.0),
         schedule: None,
         search: false,
+        interleave: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -67,6 +77,7 @@ fn parse_args() -> Result<Args, String> {
             "--json" => args.json = Some(value()?),
             "--workloads" => args.workloads = value()?,
             "--search" => args.search = true,
+            "--interleave" => args.interleave = true,
             "--schedule" => {
                 args.schedule = Some(value()?.parse().map_err(|e: einjit::Error| e.to_string())?)
             }
@@ -75,7 +86,7 @@ fn parse_args() -> Result<Args, String> {
                 args.budget = Duration::from_secs_f64(s);
             }
             "-h" | "--help" => {
-                println!("usage: bench [--only NAME[,NAME]] [--threads N[,M]] [--json FILE] [--workloads PATH] [--budget SECONDS] [--schedule S] [--search]");
+                println!("usage: bench [--only NAME[,NAME]] [--threads N[,M]] [--json FILE] [--workloads PATH] [--budget SECONDS] [--schedule S] [--search] [--interleave]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other} (try --help)")),
@@ -96,11 +107,12 @@ fn main() {
     let suite: Value = serde_json::from_str(&text).expect("workloads file is JSON");
     let workloads = suite["workloads"].as_array().expect("a `workloads` list");
 
-    let peak = measure_peak();
-    println!("128-bit FMA peak (Cranelift F32X4 FMA loop, 1 thread): {peak:.1} GFLOP/s");
+    let peak = PeakLoop::new();
+    let start_peak = peak.median_of(7);
+    println!("128-bit FMA peak (Cranelift F32X4 FMA loop, 1 thread): {start_peak:.1} GFLOP/s");
     println!(
-        "{:<16} {:>3} {:>10} {:>9} {:>7} {:>11}",
-        "workload", "thr", "ms", "GFLOP/s", "%peak", "compile ms"
+        "{:<16} {:>3} {:>10} {:>9} {:>9} {:>7} {:>11}",
+        "workload", "thr", "ms", "GFLOP/s", "best", "%peak", "compile ms"
     );
     let mut results = Vec::new();
     for w in workloads {
@@ -110,23 +122,27 @@ fn main() {
                 continue;
             }
         }
-        for &threads in &args.threads {
-            match run_workload(w, threads, &args) {
-                Ok(r) => {
+        match run_workload(w, &args, &peak) {
+            Ok(measured) => {
+                for r in measured {
+                    let threads = r.threads;
                     let gflops = flops(w) / r.median.as_secs_f64() / 1e9;
+                    let best = flops(w) / r.best.as_secs_f64() / 1e9;
                     let ms = r.median.as_secs_f64() * 1e3;
+                    let peak = r.peak.unwrap_or(start_peak);
                     let pct = 100.0 * gflops / (peak * threads as f64);
                     println!(
-                        "{name:<16} {threads:>3} {ms:>10.3} {gflops:>9.2} {pct:>6.1}% {:>11.3}",
+                        "{name:<16} {threads:>3} {ms:>10.3} {gflops:>9.2} {best:>9.2} {pct:>6.1}% {:>11.3}",
                         r.compile_ms
                     );
                     results.push(json!({
                         "name": name, "threads": threads, "ms": ms, "gflops": gflops,
-                        "compile_ms": r.compile_ms, "pct_peak": pct, "peak_gflops": peak,
+                        "best_gflops": best, "compile_ms": r.compile_ms, "pct_peak": pct,
+                        "peak_gflops": peak,
                     }));
                 }
-                Err(e) => println!("{name:<16} {threads:>3} failed: {e}"),
             }
+            Err(e) => println!("{name:<16}     failed: {e}"),
         }
     }
     if let Some(path) = &args.json {
@@ -135,17 +151,27 @@ fn main() {
     }
 }
 
+/// One workload at one thread count.
 struct Measured {
+    threads: usize,
     median: Duration,
+    best: Duration,
     compile_ms: f64,
+    /// With `--interleave`: the peak loop's median over the same rounds.
+    peak: Option<f64>,
 }
 
-/// Compile (timed, median of [`COMPILES`]), then time runs until the
-/// budget is spent (at least 3 samples), and take the median.
-/// Compiles timed per workload and thread count.
+/// With `--interleave`: each kernel's calls per round, back to back.
+const INTERLEAVED_BLOCK: Duration = Duration::from_millis(5);
+
+/// Compiles timed per workload and thread count (the median is reported).
 const COMPILES: usize = 7;
 
-fn run_workload(w: &Value, threads: usize, args: &Args) -> Result<Measured, String> {
+/// Compile the workload for each thread count (timed, median of
+/// [`COMPILES`]), then time runs until the budget is spent (at least 3
+/// samples each): each thread count in turn, or with `--interleave` all of
+/// them and the peak loop round by round.
+fn run_workload(w: &Value, args: &Args, peak: &PeakLoop) -> Result<Vec<Measured>, String> {
     let (budget, schedule) = (args.budget, args.schedule.as_ref());
     let formula = w["formula"].as_str().ok_or("no formula")?;
     let mut inputs: Vec<(String, ArrayD<f32>)> = Vec::new();
@@ -184,29 +210,66 @@ fn run_workload(w: &Value, threads: usize, args: &Args) -> Result<Measured, Stri
             .map_err(|e| e.to_string());
         (kernel, start.elapsed())
     };
-    let (kernel, first) = compile();
-    let kernel = kernel?;
-    let mut compiles = vec![first];
-    while compiles.len() < COMPILES {
-        compiles.push(compile().1);
+    let mut kernels = Vec::new();
+    for &threads in &args.threads {
+        let (kernel, first) = compile();
+        let kernel = kernel?.with_threads(threads);
+        let mut compiles = vec![first];
+        while compiles.len() < COMPILES {
+            compiles.push(compile().1);
+        }
+        compiles.sort();
+        let compile_ms = compiles[compiles.len() / 2].as_secs_f64() * 1e3;
+        kernel.run(&views).map_err(|e| e.to_string())?; // warm-up
+        kernels.push((threads, kernel, compile_ms));
     }
-    compiles.sort();
-    let compile_ms = compiles[compiles.len() / 2].as_secs_f64() * 1e3;
-    let kernel = kernel.with_threads(threads);
-
-    kernel.run(&views).map_err(|e| e.to_string())?; // warm-up
-    let mut samples = Vec::new();
-    let started = Instant::now();
-    while samples.len() < 3 || (started.elapsed() < budget && samples.len() < 1000) {
+    let time = |kernel: &einjit::Kernel| -> Result<Duration, String> {
         let t = Instant::now();
         std::hint::black_box(kernel.run(&views).map_err(|e| e.to_string())?);
-        samples.push(t.elapsed());
+        Ok(t.elapsed())
+    };
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); kernels.len()];
+    let mut peaks: Vec<f64> = Vec::new();
+    if args.interleave {
+        let started = Instant::now();
+        let total = budget * kernels.len() as u32;
+        while peaks.len() < 3 || (started.elapsed() < total && peaks.len() < 200) {
+            // Calls in blocks of a few milliseconds: a worker thread left
+            // idle between single calls sleeps, and waking it costs as
+            // much as a small kernel runs.
+            for ((_, kernel, _), s) in kernels.iter().zip(&mut samples) {
+                let block = Instant::now();
+                while block.elapsed() < INTERLEAVED_BLOCK {
+                    s.push(time(kernel)?);
+                }
+            }
+            peaks.push(peak.sample());
+        }
+    } else {
+        for ((_, kernel, _), s) in kernels.iter().zip(&mut samples) {
+            let started = Instant::now();
+            while s.len() < 3 || (started.elapsed() < budget && s.len() < 1000) {
+                s.push(time(kernel)?);
+            }
+        }
     }
-    samples.sort();
-    Ok(Measured {
-        median: samples[samples.len() / 2],
-        compile_ms,
-    })
+    peaks.sort_by(f64::total_cmp);
+    let window_peak = (!peaks.is_empty()).then(|| peaks[peaks.len() / 2]);
+    Ok(kernels
+        .into_iter()
+        .zip(samples)
+        .map(|((threads, _, compile_ms), mut s)| Measured {
+            threads,
+            median: median(&mut s),
+            best: s[0],
+            compile_ms,
+            peak: window_peak,
+        })
+        .collect())
 }
 
 fn dims(v: &Value) -> Vec<usize> {
@@ -294,106 +357,125 @@ fn flops(w: &Value) -> f64 {
     }
 }
 
-/// GFLOP/s of 12 independent F32X4 FMA chains in a Cranelift-compiled loop:
-/// the 128-bit peak this backend can reach on one core (median of 7 runs).
-fn measure_peak() -> f64 {
-    const CHAINS: usize = 12;
-    let mut flags = settings::builder();
-    flags.set("opt_level", "speed").expect("flag");
-    flags.set("is_pic", "false").expect("flag");
-    let isa = cranelift_native::builder()
-        .expect("host ISA")
-        .finish(settings::Flags::new(flags))
-        .expect("ISA");
-    let frontend_config = isa.frontend_config();
-    let mut module = JITModule::new(JITBuilder::with_isa(
-        isa,
-        cranelift_module::default_libcall_names(),
-    ));
-    let mut ctx = module.make_context();
-    let mut sig = module.make_signature();
-    sig.params.push(AbiParam::new(I64));
-    sig.returns.push(AbiParam::new(F32));
-    ctx.func.signature = sig.clone();
-    let mut fctx = FunctionBuilderContext::new();
-    {
-        let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
-        let (entry, header, body, exit) = (
-            b.create_block(),
-            b.create_block(),
-            b.create_block(),
-            b.create_block(),
-        );
-        b.append_block_params_for_function_params(entry);
-        for block in [header, body] {
-            for _ in 0..CHAINS {
-                b.append_block_param(block, F32X4);
-            }
-            b.append_block_param(block, I64);
-        }
-        for _ in 0..CHAINS {
-            b.append_block_param(exit, F32X4);
-        }
-        b.switch_to_block(entry);
-        let n = b.block_params(entry)[0];
-        let x = b.ins().f32const(1.000_000_1);
-        let x = b.ins().splat(F32X4, x);
-        let y = b.ins().f32const(1e-7);
-        let y = b.ins().splat(F32X4, y);
-        let mut start: Vec<BlockArg> = (0..CHAINS)
-            .map(|k| {
-                let c = b.ins().f32const(k as f32 * 1e-3);
-                BlockArg::Value(b.ins().splat(F32X4, c))
-            })
-            .collect();
-        start.push(BlockArg::Value(n));
-        b.ins().jump(header, &start);
+/// 12 independent F32X4 FMA chains in a Cranelift-compiled loop: the
+/// 128-bit peak this backend can reach on one core.
+struct PeakLoop {
+    f: extern "C" fn(i64) -> f32,
+    /// Owns the code `f` points into.
+    _module: JITModule,
+}
 
-        // Top-tested loop: header branches to the body or out.
-        b.switch_to_block(header);
-        let params = b.block_params(header).to_vec();
-        let args: Vec<BlockArg> = params.iter().map(|&v| BlockArg::Value(v)).collect();
-        b.ins()
-            .brif(params[CHAINS], body, &args, exit, &args[..CHAINS]);
+/// FMA chains of the peak loop.
+const CHAINS: usize = 12;
 
-        b.switch_to_block(body);
-        let params = b.block_params(body).to_vec();
-        let mut next: Vec<BlockArg> = params[..CHAINS]
-            .iter()
-            .map(|&acc| BlockArg::Value(b.ins().fma(acc, x, y)))
-            .collect();
-        next.push(BlockArg::Value(b.ins().iadd_imm_s(params[CHAINS], -1)));
-        b.ins().jump(header, &next);
-
-        b.switch_to_block(exit);
-        let accs = b.block_params(exit).to_vec();
-        let mut sum = b.ins().extractlane(accs[0], 0);
-        for &a in &accs[1..] {
-            let lane = b.ins().extractlane(a, 0);
-            sum = b.ins().fadd(sum, lane);
-        }
-        b.ins().return_(&[sum]);
-        b.seal_all_blocks();
-        b.finalize(frontend_config);
+impl PeakLoop {
+    /// GFLOP/s of one run of about a millisecond.
+    fn sample(&self) -> f64 {
+        self.rate(1_000_000)
     }
-    let id = module
-        .declare_function("fma_peak", Linkage::Local, &sig)
-        .expect("declare");
-    module.define_function(id, &mut ctx).expect("define");
-    module.finalize_definitions().expect("finalize");
-    let code = module.get_finalized_function(id);
-    // SAFETY: `code` is the finalized body of the function just defined with
-    // signature (i64) -> f32 in the host calling convention; it touches no
-    // memory, and `module` outlives every call below.
-    let f: extern "C" fn(i64) -> f32 = unsafe { std::mem::transmute(code) };
-    let iters: i64 = 20_000_000;
-    let mut rates: Vec<f64> = (0..7)
-        .map(|_| {
-            let t = Instant::now();
-            std::hint::black_box(f(std::hint::black_box(iters)));
-            (iters as f64 * CHAINS as f64 * 8.0) / t.elapsed().as_secs_f64() / 1e9
-        })
-        .collect();
-    rates.sort_by(f64::total_cmp);
-    rates[rates.len() / 2]
+
+    /// The median GFLOP/s of `n` runs of about 20 ms.
+    fn median_of(&self, n: usize) -> f64 {
+        let mut rates: Vec<f64> = (0..n).map(|_| self.rate(20_000_000)).collect();
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    }
+
+    fn rate(&self, iters: i64) -> f64 {
+        let t = Instant::now();
+        std::hint::black_box((self.f)(std::hint::black_box(iters)));
+        (iters as f64 * CHAINS as f64 * 8.0) / t.elapsed().as_secs_f64() / 1e9
+    }
+
+    fn new() -> PeakLoop {
+        let mut flags = settings::builder();
+        flags.set("opt_level", "speed").expect("flag");
+        flags.set("is_pic", "false").expect("flag");
+        let isa = cranelift_native::builder()
+            .expect("host ISA")
+            .finish(settings::Flags::new(flags))
+            .expect("ISA");
+        let frontend_config = isa.frontend_config();
+        let mut module = JITModule::new(JITBuilder::with_isa(
+            isa,
+            cranelift_module::default_libcall_names(),
+        ));
+        let mut ctx = module.make_context();
+        let mut sig = module.make_signature();
+        sig.params.push(AbiParam::new(I64));
+        sig.returns.push(AbiParam::new(F32));
+        ctx.func.signature = sig.clone();
+        let mut fctx = FunctionBuilderContext::new();
+        {
+            let mut b = FunctionBuilder::new(&mut ctx.func, &mut fctx);
+            let (entry, header, body, exit) = (
+                b.create_block(),
+                b.create_block(),
+                b.create_block(),
+                b.create_block(),
+            );
+            b.append_block_params_for_function_params(entry);
+            for block in [header, body] {
+                for _ in 0..CHAINS {
+                    b.append_block_param(block, F32X4);
+                }
+                b.append_block_param(block, I64);
+            }
+            for _ in 0..CHAINS {
+                b.append_block_param(exit, F32X4);
+            }
+            b.switch_to_block(entry);
+            let n = b.block_params(entry)[0];
+            let x = b.ins().f32const(1.000_000_1);
+            let x = b.ins().splat(F32X4, x);
+            let y = b.ins().f32const(1e-7);
+            let y = b.ins().splat(F32X4, y);
+            let mut start: Vec<BlockArg> = (0..CHAINS)
+                .map(|k| {
+                    let c = b.ins().f32const(k as f32 * 1e-3);
+                    BlockArg::Value(b.ins().splat(F32X4, c))
+                })
+                .collect();
+            start.push(BlockArg::Value(n));
+            b.ins().jump(header, &start);
+
+            // Top-tested loop: header branches to the body or out.
+            b.switch_to_block(header);
+            let params = b.block_params(header).to_vec();
+            let args: Vec<BlockArg> = params.iter().map(|&v| BlockArg::Value(v)).collect();
+            b.ins()
+                .brif(params[CHAINS], body, &args, exit, &args[..CHAINS]);
+
+            b.switch_to_block(body);
+            let params = b.block_params(body).to_vec();
+            let mut next: Vec<BlockArg> = params[..CHAINS]
+                .iter()
+                .map(|&acc| BlockArg::Value(b.ins().fma(acc, x, y)))
+                .collect();
+            next.push(BlockArg::Value(b.ins().iadd_imm_s(params[CHAINS], -1)));
+            b.ins().jump(header, &next);
+
+            b.switch_to_block(exit);
+            let accs = b.block_params(exit).to_vec();
+            let mut sum = b.ins().extractlane(accs[0], 0);
+            for &a in &accs[1..] {
+                let lane = b.ins().extractlane(a, 0);
+                sum = b.ins().fadd(sum, lane);
+            }
+            b.ins().return_(&[sum]);
+            b.seal_all_blocks();
+            b.finalize(frontend_config);
+        }
+        let id = module
+            .declare_function("fma_peak", Linkage::Local, &sig)
+            .expect("declare");
+        module.define_function(id, &mut ctx).expect("define");
+        module.finalize_definitions().expect("finalize");
+        let code = module.get_finalized_function(id);
+        // SAFETY: `code` is the finalized body of the function just defined with
+        // signature (i64) -> f32 in the host calling convention; it touches no
+        // memory, and `module` outlives every call below.
+        let f: extern "C" fn(i64) -> f32 = unsafe { std::mem::transmute(code) };
+        PeakLoop { f, _module: module }
+    }
 }
