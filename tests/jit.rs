@@ -608,9 +608,10 @@ fn register_tiles_two_iterations_per_back_edge_any_trip_count() {
     }
     // A 1D convolution's 6x8 tile unrolled over its three taps runs two
     // iterations per back edge too (its 36 FMAs twice), for any number of
-    // input channels (the loop's trips).
+    // input channels (the loop's trips). (With two channels: from three on,
+    // the channels go innermost, GEMM's loop with one tap per iteration.)
     let src = "O[b,k,i] = I[b,c,i+rx] * W[k,c,rx]";
-    let conv = Kernel::compile(src, &[("I", &[1, 8, 10]), ("W", &[6, 8, 3])]).unwrap();
+    let conv = Kernel::compile(src, &[("I", &[1, 2, 10]), ("W", &[6, 2, 3])]).unwrap();
     assert_eq!(
         conv.clif().matches(" = fma ").count(),
         72,
@@ -674,17 +675,30 @@ fn register_tiles_share_broadcasts_where_the_registers_fit() {
         let kernel = Kernel::compile(&src, &[("A", &[12, 9]), ("B", &[9, 16])]).unwrap();
         assert_eq!(broadcasts(&kernel.clif()), want, "{src}");
     }
-    // A 1D convolution's tile unrolled over its three taps would hold a
-    // vector per tap beside the tile: there each FMA loads its broadcast.
+    // A 1D convolution's tile unrolled over its three taps (two channels:
+    // with more, the channels go innermost) would hold a vector per tap
+    // beside the tile: there each FMA loads its broadcast.
     let conv = Kernel::compile(
         "O[b,k,i] = I[b,c,i+rx] * W[k,c,rx]",
-        &[("I", &[1, 8, 18]), ("W", &[12, 8, 3])],
+        &[("I", &[1, 2, 18]), ("W", &[12, 2, 3])],
     )
     .unwrap();
     let clif = conv.clif();
     let fmas = clif.matches(" = fma ").count();
     assert_eq!(fmas, 72, "{}", conv.schedules()[0]);
     assert_eq!(broadcasts(&clif), fmas, "{}", conv.schedules()[0]);
+    // With eight channels they go innermost, one tap per iteration around
+    // the tile: GEMM's loop, sharing broadcasts as GEMM does.
+    let conv = Kernel::compile(
+        "O[b,k,i] = I[b,c,i+rx] * W[k,c,rx]",
+        &[("I", &[1, 8, 18]), ("W", &[12, 8, 3])],
+    )
+    .unwrap();
+    let schedule = conv.schedules()[0].to_string();
+    assert!(schedule.contains("reorder b ko io rx c "), "{schedule}");
+    let clif = conv.clif();
+    assert_eq!(clif.matches(" = fma ").count(), 24, "{schedule}");
+    assert_eq!(broadcasts(&clif), 20, "{schedule}");
     for (src, shapes) in [
         (
             "O[i,j] = A[i,k] * B[k,j]",
@@ -693,6 +707,10 @@ fn register_tiles_share_broadcasts_where_the_registers_fit() {
         (
             "T[i,j] = A[i,k] * B[k,j]; O[i,j] = T[i,j] * 0.5 + 0.25",
             vec![("A", vec![13, 7]), ("B", vec![7, 19])],
+        ),
+        (
+            "O[b,k,i] = I[b,c,i+rx] * W[k,c,rx]",
+            vec![("I", vec![1, 2, 18]), ("W", vec![12, 2, 3])],
         ),
         (
             "O[b,k,i] = I[b,c,i+rx] * W[k,c,rx]",
