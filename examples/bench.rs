@@ -10,11 +10,11 @@
 //!     [--interleave]
 //! ```
 //!
-//! `--interleave` times a workload's thread counts call by call in
-//! alternation, with a short run of the peak loop in each round, so that the
-//! neighbours on a shared machine slow them alike: the two-thread speedup
-//! and the % of peak then compare figures from the same seconds (each
-//! workload's peak is the median of its own rounds).
+//! `--interleave` times a workload's thread counts in alternation, in
+//! blocks of 5 ms, with a 1 ms run of the peak loop in each round, so that
+//! the neighbours on a shared machine slow them alike: the two-thread
+//! speedup and the % of peak then compare figures from the same seconds
+//! (each workload's peak is the median of its own rounds).
 //!
 //! `--search` compiles with `Formula::with_search(true)`: a bounded empirical
 //! search among the automatic schedule's alternatives (its time is part of
