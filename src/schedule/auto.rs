@@ -444,7 +444,8 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
     // vectors long runs each row as straight-line code: a loop of one vector
     // copy per iteration spent as much on its counter and branches as on
     // the copy (depthwise 3x3 on 28x28: 49 -> 51.7 GFLOP/s, its copy of a
-    // row 7 vectors).
+    // row 7 vectors). Not when the row's tiles are the only loop of more
+    // than one trip: that loop is the one to run in parallel.
     let tiles_per_row = (extent(v) + nr - 1) / nr;
     if reduced.is_empty()
         && tiles_per_row * nr <= MAX_UNROLLED_ROW
