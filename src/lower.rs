@@ -29,6 +29,12 @@ pub fn lower(program: &Program) -> Func {
 
 /// Lower with each statement's compute nest shaped by its spec.
 pub fn lower_with(program: &Program, specs: &[Spec]) -> Func {
+    lower_with_origins(program, specs).0
+}
+
+/// [`lower_with`], and for each nest of the function the statement it
+/// comes from (to point an error in a later pass at the statement).
+pub fn lower_with_origins(program: &Program, specs: &[Spec]) -> (Func, Vec<usize>) {
     let outputs = program.outputs();
     let buffers = program
         .tensors
@@ -50,10 +56,12 @@ pub fn lower_with(program: &Program, specs: &[Spec]) -> Func {
         locals: Vec::new(),
         body: Vec::new(),
     };
-    for (st, spec) in program.statements.iter().zip(specs) {
+    let mut origins = Vec::new();
+    for (n, (st, spec)) in program.statements.iter().zip(specs).enumerate() {
         lower_statement(&mut func, st, spec);
+        origins.resize(func.body.len(), n);
     }
-    func
+    (func, origins)
 }
 
 /// Buffer names: the tensor's name, with `'` marks for later versions of a

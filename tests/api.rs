@@ -134,6 +134,28 @@ fn user_schedules_apply_and_show_in_the_dump() {
         "{e}"
     );
     assert!(e.contains("1 | O[i,j] = A[i,k] * B[k,j]"), "{e}");
+
+    // A directive that only fails once the nest is built (a vectorized loop
+    // whose load does not step along it) points at its statement too, the
+    // second of two.
+    let two = "T[i,j] = A[i,j] * 2\nO[j,i] = T[i,j]";
+    let bad = Formula::new(two).unwrap().with_schedules(vec![
+        None,
+        Some("split i 4; reorder j io ii; vectorize ii".parse().unwrap()),
+    ]);
+    let e = bad.kernel(&[("A", &[8, 8])]).unwrap_err();
+    let text = e.to_string();
+    assert!(
+        text.contains(
+            "cannot vectorize `ii`: the load from T does not step forward along its last dimension with it"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("2 | O[j,i] = T[i,j]"), "{text}");
+    assert_eq!(
+        e.span().map(|s| &two[s.start..s.end]),
+        Some("O[j,i] = T[i,j]")
+    );
 }
 
 #[test]

@@ -73,7 +73,19 @@ impl Kernel {
             .zip(&schedules)
             .map(|(st, s)| schedule::plan(&program, st, s))
             .collect::<Result<Vec<_>>>()?;
-        let realised = schedule::realise(&lower::lower_with(&program, &specs))?;
+        let (nests, origins) = lower::lower_with_origins(&program, &specs);
+        let realised = schedule::realise(&nests).map_err(|e| {
+            // Point at the statement whose nest the schedule could not
+            // realise (a vectorized loop whose accesses do not step along it).
+            let failing = (0..nests.body.len()).find(|&k| {
+                schedule::realise(&nests.with_body(vec![nests.body[k].clone()])).is_err()
+            });
+            match failing {
+                Some(k) => Error::new(e.kind().clone(), program.statements[origins[k]].span)
+                    .with_source(&program.source),
+                None => e,
+            }
+        })?;
         let (scheduled, passed, fused) = if fuse {
             schedule::fuse_nests(realised)
         } else {
