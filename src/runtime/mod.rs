@@ -74,18 +74,9 @@ impl Kernel {
             .map(|(st, s)| schedule::plan(&program, st, s))
             .collect::<Result<Vec<_>>>()?;
         let (nests, origins) = lower::lower_with_origins(&program, &specs);
-        let realised = schedule::realise(&nests).map_err(|e| {
-            // Point at the statement whose nest the schedule could not
-            // realise (a vectorized loop whose accesses do not step along it).
-            let failing = (0..nests.body.len()).find(|&k| {
-                schedule::realise(&nests.with_body(vec![nests.body[k].clone()])).is_err()
-            });
-            match failing {
-                Some(k) => Error::new(e.kind().clone(), program.statements[origins[k]].span)
-                    .with_source(&program.source),
-                None => e,
-            }
-        })?;
+        let span_of = |k: usize| Some(program.statements[origins[k]].span);
+        let realised =
+            schedule::realise_at(&nests, &span_of).map_err(|e| e.with_source(&program.source))?;
         let (scheduled, passed, fused) = if fuse {
             schedule::fuse_nests(realised)
         } else {

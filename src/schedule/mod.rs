@@ -25,7 +25,7 @@ pub use unroll::unroll;
 pub use vectorize::vectorize;
 
 use crate::check::{Program, Statement};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind, Result, Span};
 use crate::ir::{Bound, Func, Loop, LoopKind, Stmt};
 use std::fmt;
 use std::str::FromStr;
@@ -198,8 +198,15 @@ const MAX_UNROLLED_COPIES: i64 = 1024;
 /// loaded before an outermost accumulating loop, stored after it) is kept
 /// together in a loop of one iteration.
 pub fn realise(func: &Func) -> Result<Func> {
+    realise_at(func, &|_| None)
+}
+
+/// [`realise`], an error in nest `k` placed at `span_of(k)` (the statement
+/// the nest comes from: a vectorized loop whose accesses do not step along
+/// it is found only here, once the nest is built).
+pub fn realise_at(func: &Func, span_of: &dyn Fn(usize) -> Option<Span>) -> Result<Func> {
     let mut out = func.with_body(Vec::new());
-    for nest in &func.body {
+    for (k, nest) in func.body.iter().enumerate() {
         let one = Func {
             buffers: func.buffers.clone(),
             var_names: std::mem::take(&mut out.var_names),
@@ -207,7 +214,10 @@ pub fn realise(func: &Func) -> Result<Func> {
             body: vec![nest.clone()],
         };
         let one = unroll(one);
-        let one = vectorize(one).map_err(|m| Error::unspanned(ErrorKind::Schedule(m)))?;
+        let one = vectorize(one).map_err(|m| match span_of(k) {
+            Some(span) => Error::new(ErrorKind::Schedule(m), span),
+            None => Error::unspanned(ErrorKind::Schedule(m)),
+        })?;
         let mut one = accumulate(one);
         let mut body = std::mem::take(&mut one.body);
         out.var_names = one.var_names;
