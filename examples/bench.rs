@@ -228,10 +228,6 @@ fn run_workload(w: &Value, args: &Args, peak: &PeakLoop) -> Result<Vec<Measured>
         std::hint::black_box(kernel.run(&views).map_err(|e| e.to_string())?);
         Ok(t.elapsed())
     };
-    let median = |v: &mut Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2]
-    };
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); kernels.len()];
     let mut peaks: Vec<f64> = Vec::new();
     if args.interleave {
@@ -262,12 +258,15 @@ fn run_workload(w: &Value, args: &Args, peak: &PeakLoop) -> Result<Vec<Measured>
     Ok(kernels
         .into_iter()
         .zip(samples)
-        .map(|((threads, _, compile_ms), mut s)| Measured {
-            threads,
-            median: median(&mut s),
-            best: s[0],
-            compile_ms,
-            peak: window_peak,
+        .map(|((threads, _, compile_ms), mut s)| {
+            s.sort();
+            Measured {
+                threads,
+                median: s[s.len() / 2],
+                best: s[0],
+                compile_ms,
+                peak: window_peak,
+            }
         })
         .collect())
 }
