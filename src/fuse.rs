@@ -22,7 +22,7 @@
 //! Otherwise the pair stays apart, and the dump says why.
 
 use crate::affine::{Affine, Var};
-use crate::check::{Access, Epilogue, Init, Origin, Program, Statement, TensorId};
+use crate::check::{self, Access, Epilogue, Init, Origin, Program, Statement, TensorId};
 use crate::error::Span;
 use crate::graph::Dataflow;
 use crate::syntax::ast::AssignOp;
@@ -217,11 +217,18 @@ fn fuse(program: &Program, p: usize, c: usize, t: TensorId) -> Program {
             ..a.clone()
         });
     }
-    prod.epilogues.push(Epilogue {
-        rhs,
-        span: cons.span,
-        text,
-    });
+    // A consumer that only renames `T` (`O[i,j] = T[i,j]`, such as a
+    // padding statement's copy into its own padded input) adds no work:
+    // the producer now writes `O`, and that is all.
+    let renames =
+        matches!(&rhs, check::Expr::Read(a) if a.tensor == o && a.index == prod.lhs.index);
+    if !renames {
+        prod.epilogues.push(Epilogue {
+            rhs,
+            span: cons.span,
+            text,
+        });
+    }
     prod.epilogues
         .extend(cons.epilogues.iter().map(|e| Epilogue {
             rhs: e.rhs.map_reads(&renamed),

@@ -89,7 +89,8 @@ fn lower_statement(func: &mut Func, st: &check::Statement, spec: &Spec) {
         Init::CopyOf(_) if copy_in_nest.is_some() => {}
         Init::Identity => {
             let c = st.combine.identity();
-            let nest = fill_nest(func, out, vector, |_, lanes| match lanes {
+            let skip = stored_box(func, st);
+            let nest = fill_nest(func, out, vector, skip.as_deref(), |_, lanes| match lanes {
                 1 => ir::Expr::Const(c),
                 _ => ir::Expr::Broadcast(Box::new(ir::Expr::Const(c))),
             });
@@ -97,7 +98,7 @@ fn lower_statement(func: &mut Func, st: &check::Statement, spec: &Spec) {
         }
         Init::CopyOf(src) => {
             let src = BufId(src.0);
-            let nest = fill_nest(func, out, vector, |index, lanes| ir::Expr::Load {
+            let nest = fill_nest(func, out, vector, None, |index, lanes| ir::Expr::Load {
                 buf: src,
                 index: index.to_vec(),
                 lanes,
@@ -174,6 +175,29 @@ fn covers_output(func: &Func, st: &check::Statement) -> bool {
         .zip(shape)
         .all(|(e, &n)| stepping_index(st, e).is_some_and(|(_, span)| span == Some(n as i64)));
     one_point_per_element(st) && spans && !clips_output(func, st)
+}
+
+/// The box (a range per output dimension) that the compute nest stores
+/// to, every element of it once and directly, when that is all it writes:
+/// `=` with no reduction, plain output variables, and no read that clips
+/// the loops (a padded copy's interior, `P[p,q] = I[p-1,q-1] where p in
+/// 0..30, q in 0..30`). A fill then needs to cover only the rest.
+fn stored_box(func: &Func, st: &check::Statement) -> Option<Vec<(i64, i64)>> {
+    let direct = st.combine == Combine::Sum
+        && st.vars.iter().all(|v| !v.reduced)
+        && one_point_per_element(st)
+        && !clips_output(func, st);
+    if !direct {
+        return None;
+    }
+    st.lhs
+        .index
+        .iter()
+        .map(|e| {
+            e.as_var()
+                .map(|v| (st.vars[v.index()].lo, st.vars[v.index()].hi))
+        })
+        .collect()
 }
 
 /// Whether the compute nest can initialise the output itself, element by
@@ -635,60 +659,135 @@ fn push_bound(list: &mut Vec<Bound>, b: Bound, lower: bool, range_of: &dyn Fn(Va
     }
 }
 
-/// `for d0.. for d1..: buf[d0, d1, ..] = value(index)` over a whole buffer;
-/// with `vector`, the last dimension in F32X4 steps (`value(index, 4)`) and
-/// a scalar tail.
+/// `buf[d0, d1, ..] = value(index)` over the whole buffer, or, given
+/// `skip` (a range per dimension: the box the statement's own nest stores
+/// to, see [`stored_box`]), over the rest of it only; with `vector`, rows
+/// in F32X4 steps (`value(index, 4)`) and a scalar tail.
 fn fill_nest(
     func: &mut Func,
     buf: BufId,
     vector: bool,
+    skip: Option<&[(i64, i64)]>,
     value: impl Fn(&[Affine], u32) -> ir::Expr,
 ) -> Vec<Stmt> {
-    let shape = func.buffers[buf.index()].shape.clone();
+    let shape: Vec<i64> = func.buffers[buf.index()]
+        .shape
+        .iter()
+        .map(|&n| n as i64)
+        .collect();
     let vars: Vec<Var> = (0..shape.len())
         .map(|d| func.new_var(format!("d{d}")))
         .collect();
-    let index: Vec<Affine> = vars.iter().map(|&v| Affine::var(v)).collect();
-    let store = |index: Vec<Affine>, lanes: u32| Stmt::Store {
+    let vector_var = shape
+        .len()
+        .checked_sub(1)
+        .filter(|_| vector)
+        .map(|last| func.new_var(format!("d{last}v")));
+    let fill = Fill {
         buf,
-        value: value(&index, lanes),
-        index,
-        combine: None,
-        step: 1,
+        shape,
+        vars,
+        vector_var,
+        value: &value,
     };
-    let looped = |var: Var, lo: i64, hi: i64, body: Vec<Stmt>| {
-        Stmt::Loop(Loop {
-            var,
-            lo: vec![Bound::constant(lo)],
-            hi: vec![Bound::constant(hi)],
-            kind: LoopKind::Serial,
-            body,
-        })
-    };
-    let Some(last) = shape.len().checked_sub(1) else {
-        return vec![store(index, 1)];
-    };
-    let n = shape[last] as i64;
-    let lanes = i64::from(LANES);
-    let innermost = if vector && n >= lanes {
-        let v = func.new_var(format!("d{last}v"));
-        let mut vector_index = index.clone();
-        vector_index[last] = Affine::var(v).checked_scale(lanes).expect("small");
-        let mut body = vec![looped(v, 0, n / lanes, vec![store(vector_index, LANES)])];
-        if n % lanes != 0 {
-            body.push(looped(vars[last], n - n % lanes, n, vec![store(index, 1)]));
+    match skip {
+        Some(skip) => fill.outside(0, skip),
+        None => fill.whole(0),
+    }
+}
+
+/// The pieces of a fill nest (see [`fill_nest`]).
+struct Fill<'a> {
+    buf: BufId,
+    shape: Vec<i64>,
+    vars: Vec<Var>,
+    /// The loop over a row's vectors, if the fill is vectorized.
+    vector_var: Option<Var>,
+    value: &'a dyn Fn(&[Affine], u32) -> ir::Expr,
+}
+
+impl Fill<'_> {
+    fn store(&self, index: Vec<Affine>, lanes: u32) -> Stmt {
+        Stmt::Store {
+            buf: self.buf,
+            value: (self.value)(&index, lanes),
+            index,
+            combine: None,
+            step: 1,
         }
-        body
-    } else {
-        vec![looped(vars[last], 0, n, vec![store(index, 1)])]
-    };
-    vars[..last]
-        .iter()
-        .zip(&shape)
-        .rev()
-        .fold(innermost, |body, (&v, &n)| {
-            vec![looped(v, 0, n as i64, body)]
-        })
+    }
+
+    /// Every element at the enclosing loops' indices, dimensions `d..` whole.
+    fn whole(&self, d: usize) -> Vec<Stmt> {
+        match self.shape.len() {
+            0 => vec![self.store(Vec::new(), 1)],
+            rank if d + 1 == rank => self.row(0, self.shape[d]),
+            _ => looped(self.vars[d], 0, self.shape[d], self.whole(d + 1)),
+        }
+    }
+
+    /// The elements outside `skip` at the enclosing loops' indices (which
+    /// lie inside it along dimensions `..d`).
+    fn outside(&self, d: usize, skip: &[(i64, i64)]) -> Vec<Stmt> {
+        let Some(&n) = self.shape.get(d) else {
+            return Vec::new(); // inside the box
+        };
+        let (lo, hi) = (skip[d].0.clamp(0, n), skip[d].1.clamp(0, n));
+        if lo >= hi {
+            return self.whole(d);
+        }
+        if d + 1 == self.shape.len() {
+            return [self.row(0, lo), self.row(hi, n)].concat();
+        }
+        [
+            looped(self.vars[d], 0, lo, self.whole(d + 1)),
+            looped(self.vars[d], lo, hi, self.outside(d + 1, skip)),
+            looped(self.vars[d], hi, n, self.whole(d + 1)),
+        ]
+        .concat()
+    }
+
+    /// Elements `lo..hi` of the last dimension: whole vectors from `lo`,
+    /// then single elements.
+    fn row(&self, lo: i64, hi: i64) -> Vec<Stmt> {
+        let last = self.shape.len() - 1;
+        let index: Vec<Affine> = self.vars.iter().map(|&v| Affine::var(v)).collect();
+        let lanes = i64::from(LANES);
+        let vectors = match self.vector_var {
+            Some(_) => (hi - lo).max(0) / lanes,
+            None => 0,
+        };
+        let mut out = Vec::new();
+        if let (Some(v), true) = (self.vector_var, vectors > 0) {
+            let mut at = index.clone();
+            at[last] = Affine::var(v)
+                .checked_scale(lanes)
+                .and_then(|x| x.add_const(lo))
+                .expect("small");
+            out.extend(looped(v, 0, vectors, vec![self.store(at, LANES)]));
+        }
+        out.extend(looped(
+            self.vars[last],
+            lo + vectors * lanes,
+            hi,
+            vec![self.store(index, 1)],
+        ));
+        out
+    }
+}
+
+/// `for var in lo..hi: body`, or nothing for an empty range or body.
+fn looped(var: Var, lo: i64, hi: i64, body: Vec<Stmt>) -> Vec<Stmt> {
+    if lo >= hi || body.is_empty() {
+        return Vec::new();
+    }
+    vec![Stmt::Loop(Loop {
+        var,
+        lo: vec![Bound::constant(lo)],
+        hi: vec![Bound::constant(hi)],
+        kind: LoopKind::Serial,
+        body,
+    })]
 }
 
 /// `op(identity, value)`: `max=`'s first value, with `f32::max`'s NaN rule.

@@ -112,6 +112,53 @@ fn padded_copies_run_whole_vectors_from_the_in_bounds_start() {
     );
 }
 
+/// A padding statement writes its interior once, straight from the source
+/// (no copy of a padded temporary into it), and fills only the border
+/// around it: rows outside whole, the interior rows' columns outside on
+/// either side. Against the reference twice on one kernel (the border is
+/// stored on every run, not left from the first).
+#[test]
+fn a_padding_statement_fills_only_its_border() {
+    let src = "P[c,p,q] = I[c,p-1,q-2] where p in 0..9, q in 0..14";
+    check_compiled(src, &[("I", &[2, 6, 9])], |dump| {
+        let stores: Vec<&str> = dump
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("P["))
+            .collect();
+        assert_eq!(
+            stores,
+            [
+                "P[d0, 0, 4*d2v]x4 = splat(0.0)",
+                "P[d0, 0, d2] = 0.0",
+                "P[d0, d1, d2] = 0.0",
+                "P[d0, d1, d2] = 0.0",
+                "P[d0, d1, 4*d2v]x4 = splat(0.0)",
+                "P[d0, d1, d2] = 0.0",
+                "P[p0, p1, 2]x4 = I[p0, p1 - 1, 0]x4",
+                "P[p0, p1, 6]x4 = I[p0, p1 - 1, 4]x4",
+                "P[p0, p1, 10] = I[p0, p1 - 1, 8]",
+            ],
+            "{dump}"
+        );
+        for range in [
+            "for d1 in 1..7:",
+            "for d2 in 0..2:",
+            "for d2 in 11..14:",
+            "for d1 in 7..9:",
+        ] {
+            assert!(dump.contains(range), "{range}\n{dump}");
+        }
+    });
+    let i = rand(&[2, 6, 9], 5);
+    let want = reference(src, &inputs(&[("I", i.clone())]));
+    let kernel = Kernel::compile(src, &[("I", &[2, 6, 9])]).unwrap();
+    for _ in 0..2 {
+        let got = kernel.run(&[("I", i.view())]).unwrap();
+        assert_close(&got["P"], &want["P"], 0.0);
+    }
+}
+
 /// Strided windows read a copy split by residue (`src/stride.rs`): strides
 /// 2 and 3, widths the stride does not divide, padding before the window
 /// and none, 1D/2D/3D, and a dilated stride (a tap stepping by 2: left as
