@@ -16,7 +16,7 @@ use crate::check::{self, Combine, Init, Origin, Program};
 use crate::ir::{
     self, BinOp, Bound, BufId, BufKind, Buffer, Func, Loop, LoopKind, Stmt, UnOp, LANES,
 };
-use crate::schedule::vectorize::vectorizes;
+use crate::schedule::vectorize::{strided, vectorizes};
 use crate::schedule::{is_trivial, Constraint, Spec};
 use crate::syntax::ast;
 
@@ -445,11 +445,25 @@ fn pack_nest(
         })
         .collect();
     let level = |v: Var| dims.iter().position(|&d| d == v.index());
+    let source_index: Vec<Affine> = read.index.iter().map(rename).collect();
+    // The copy's innermost loop is vectorized with the compute nest's if
+    // the source steps along its last dimension with it; a transposing
+    // pack (GEMM's `B[j,k]` vectorized along `j`) copies those lanes one
+    // by one, unrolled, so that the compute nest reads whole vectors. Its
+    // outermost loop is parallel when the compute nest has a parallel loop
+    // (each iteration writes its own slice of the copy).
+    let parallel = spec.dims.iter().any(|d| d.kind == LoopKind::Parallel);
     let kinds = dims
         .iter()
         .enumerate()
         .map(|(k, &d)| match spec.dims[d].kind {
-            LoopKind::Vectorized(n) if k + 1 == dims.len() => LoopKind::Vectorized(n),
+            _ if k == 0 && parallel && k + 1 < dims.len() => LoopKind::Parallel,
+            LoopKind::Vectorized(n) if k + 1 == dims.len() => {
+                match strided(&source_index, builder.dim_var[d]) {
+                    Some(_) => LoopKind::Vectorized(n),
+                    None => LoopKind::Unrolled,
+                }
+            }
             _ => LoopKind::Serial,
         })
         .collect();
@@ -471,7 +485,7 @@ fn pack_nest(
         body: vec![Stmt::Store {
             buf: packed,
             index: index.clone(),
-            value: ir::Expr::load(source, read.index.iter().map(rename).collect()),
+            value: ir::Expr::load(source, source_index),
             combine: None,
             step: 1,
         }],

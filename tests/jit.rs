@@ -112,6 +112,38 @@ fn padded_copies_run_whole_vectors_from_the_in_bounds_start() {
     );
 }
 
+/// A contraction whose operand steps along the output's last index in
+/// another of its own dimensions (`B[j,k]` in `A·Bᵀ` and `Aᵀ·Bᵀ`) is
+/// vectorized along `j` anyway: that operand is packed, its lanes copied
+/// one by one (unrolled, four per vector of the copy), and the register
+/// tile loads whole vectors of the copy. Sizes with partial tiles in every
+/// dimension, against the reference on one and two threads. A read used
+/// once per output element (GEMV's `A[i,k]`) is not transposed into a copy.
+#[test]
+fn transposed_operands_are_packed_for_the_vector_tile() {
+    for (src, a) in [
+        ("O[i,j] = A[i,k] * B[j,k]", [13, 11]),
+        ("O[i,j] = A[k,i] * B[j,k]", [11, 13]),
+    ] {
+        check_compiled(src, &[("A", &a), ("B", &[19, 11])], |dump| {
+            assert!(dump.contains("vectorize jii;"), "{dump}");
+            assert!(dump.contains("pack B"), "{dump}");
+            for lane in 1..4 {
+                let copy = format!("B+pack[jo, k, jio, {lane}] = B[8*jo + 4*jio + {lane}, k]");
+                assert!(dump.contains(&copy), "{copy}\n{dump}");
+            }
+            assert!(dump.contains("* B+pack[jo, k, 1, 0]x4"), "{dump}");
+        });
+    }
+    check_compiled(
+        "O[i] = A[i,k] * B[k]",
+        &[("A", &[19, 11]), ("B", &[11])],
+        |dump| {
+            assert!(!dump.contains("pack A"), "{dump}");
+        },
+    );
+}
+
 /// A padding statement writes its interior once, straight from the source
 /// (no copy of a padded temporary into it), and fills only the border
 /// around it: rows outside whole, the interior rows' columns outside on
