@@ -107,9 +107,8 @@ pub fn auto_schedule(program: &Program, st: &Statement) -> Schedule {
 /// Where the vector tile packs a transposed operand (`A·Bᵀ`, a bilinear
 /// form's second step) and every read also runs contiguously along a
 /// reduction, vectorizing that reduction instead (no copy) is a candidate
-/// too: the copy costs more where the reduction is long beside few rows,
-/// and on two threads (the bilinear form: 7% faster on one thread with the
-/// copy, 8% slower on two).
+/// too (and the default where the copy's panel outgrows L1, see
+/// [`long_transposed_panel`]).
 pub fn auto_candidates(program: &Program, st: &Statement) -> Vec<Schedule> {
     let mut out = vec![auto_schedule(program, st)];
     for tile in ALTERNATIVES {
@@ -158,6 +157,11 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
     let Some(v) = vector_dim(st) else {
         return reduction_candidate(st).unwrap_or_default();
     };
+    if long_transposed_panel(st, v, tile.nr) {
+        if let Some(s) = reduction_candidate(st) {
+            return s;
+        }
+    }
     if extent(v) < i64::from(LANES) {
         return Schedule::default();
     }
@@ -817,6 +821,35 @@ fn vector_dim(st: &Statement) -> Option<usize> {
                         .all(|b| b.tensor != a.tensor || b.index == a.index)
         });
     vectorizes.then_some(last.index())
+}
+
+/// Bytes of L1 data cache a register tile's packed panel should fit in:
+/// the smallest of the machines measured (Zen 3: 32 KiB; Zen 5 and
+/// Sapphire Rapids have 48).
+const L1_BYTES: i64 = 32 * 1024;
+
+/// Whether vectorizing `v` packs a transposed read (see [`vector_dim`])
+/// whose panel for one column of tiles (`nr` lanes over the whole
+/// reduction) outgrows L1, so that each row tile reads it back from L2.
+/// Where every read also runs contiguously along a reduction, vectorizing
+/// that (no copy) is then faster: a bilinear form's second step, a
+/// 4096-long reduction beside 64 columns, ran 7% slower on two threads
+/// with the copy (best calls, four runs), the same with its operand
+/// already transposed (so not the copy itself); A·Bᵀ at 512 (a 16 KB
+/// panel) ran 17-19% faster with it on one and two threads.
+fn long_transposed_panel(st: &Statement, v: usize, nr: i64) -> bool {
+    let transposed = st.rhs.reads().into_iter().any(|a| {
+        let var = Var(v as u32);
+        a.index.iter().any(|e| e.coeff(var) != 0)
+            && crate::schedule::vectorize::strided(&a.index, var).is_none()
+    });
+    let points: i64 = st
+        .vars
+        .iter()
+        .filter(|x| x.reduced)
+        .map(|x| x.hi - x.lo)
+        .product();
+    transposed && points * nr * 4 > L1_BYTES
 }
 
 /// Whether `read` uses the vector dimension in an index other than its
