@@ -11,8 +11,9 @@
 //! 1. [`syntax::parse`]: text → spanned AST (grammar in `grammar/einjit.pest`);
 //! 2. [`check::check`]: names → ids, affine indices, inferred ranges and shapes;
 //!    [`graph::Dataflow`] checks how statements feed each other;
-//!    [`contract`], [`pad`] and [`fuse`] rewrite the checked program
-//!    (contraction order, padded copies, elementwise fusion);
+//!    [`contract`], [`pad`], [`hoist`] and [`fuse`] rewrite the checked
+//!    program (contraction order, padded copies, factors constant across a
+//!    reduction, elementwise fusion);
 //! 3. [`lower::lower`]: checked program → loop-nest IR ([`ir::Func`]), the
 //!    domain rule folded into loop bounds; [`schedule`] shapes and realises
 //!    the nests (tiles, vectors, registers, threads); [`codegen`] compiles
@@ -27,6 +28,7 @@ pub mod contract;
 pub mod error;
 pub mod fuse;
 pub mod graph;
+pub mod hoist;
 pub mod ir;
 pub mod lower;
 pub mod pad;

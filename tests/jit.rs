@@ -144,6 +144,62 @@ fn transposed_operands_are_packed_for_the_vector_tile() {
     );
 }
 
+/// A factor constant across a reduction (a divisor, a read indexed by
+/// output variables only) is applied once to the sum, by an epilogue, and
+/// the reduction adds the rest: against the reference on one and two
+/// threads, with tails (`s[i-1]` reads its zero-padded copy, in bounds at
+/// `i = 0`). Left inside: a sum into existing values (`+=`), `max=`, and a
+/// quotient whose numerator alone is constant.
+#[test]
+fn factors_constant_across_a_reduction_scale_its_sum_once() {
+    const HOISTED: &str = "(a factor constant across the reduction, applied once to its sum)";
+    type Case = (
+        &'static str,
+        Vec<(&'static str, &'static [usize])>,
+        Option<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "O[b,c] = I[b,c,i,j] / 9",
+            vec![("I", &[2, 5, 7, 9])],
+            Some("O[b, c] = O[b, c] / 9"),
+        ),
+        (
+            "O[b,c,i,j] = I[b,c,2*i+rx,2*j+ry] / 4 where rx in 0..2, ry in 0..2",
+            vec![("I", &[1, 3, 10, 22])],
+            Some("O[b, c, i, j] = O[b, c, i, j] / 4"),
+        ),
+        (
+            "O[i] = A[i,k] * s[i] * 0.5",
+            vec![("A", &[13, 11]), ("s", &[13])],
+            Some("O[i] = O[i] * s[i] * 0.5"),
+        ),
+        (
+            "O[i] = A[i,k] * s[i-1] where i in 0..13",
+            vec![("A", &[13, 11]), ("s", &[13])],
+            Some("O[i] = O[i] * s+pad[i]"),
+        ),
+        ("O[i] = 2 / A[i,k]", vec![("A", &[13, 11])], None),
+        ("O[i] max= A[i,k] * 2", vec![("A", &[13, 11])], None),
+        (
+            "O[i] += A[i,k] * 2",
+            vec![("A", &[13, 11]), ("O", &[13])],
+            None,
+        ),
+    ];
+    for (src, shapes, epilogue) in cases {
+        check_compiled(src, &shapes, |dump| match epilogue {
+            Some(e) => {
+                let line = format!("then, in place on each finished element: {e} {HOISTED}");
+                assert!(dump.contains(&line), "{line}\n{dump}");
+                let in_sum = |l: &&str| l.contains("+=") && (l.contains(" / ") || l.contains("s["));
+                assert!(!dump.lines().any(|l| in_sum(&l)), "{dump}");
+            }
+            None => assert!(!dump.contains(HOISTED), "{src}\n{dump}"),
+        });
+    }
+}
+
 /// A padding statement writes its interior once, straight from the source
 /// (no copy of a padded temporary into it), and fills only the border
 /// around it: rows outside whole, the interior rows' columns outside on

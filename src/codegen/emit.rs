@@ -954,6 +954,12 @@ impl Emitter<'_, '_> {
                     self.b.ins().fadd(a, b)
                 }
             },
+            // `x / 2^k` is `x * 2^-k` exactly (both round the same exact
+            // value), and a multiply is several times cheaper than a divide.
+            Expr::Binary(BinOp::Div, a, d) if exact_reciprocal(d).is_some() => {
+                let r = exact_reciprocal(d).expect("matched");
+                self.expr(&Expr::Binary(BinOp::Mul, a.clone(), Box::new(r)))?
+            }
             Expr::Binary(op, a, b) => {
                 let (a, b) = (self.expr(a)?, self.expr(b)?);
                 match op {
@@ -1218,5 +1224,53 @@ fn for_each_broadcast(body: &[Stmt], f: &mut dyn FnMut(BufId, &[Affine])) {
             Stmt::Loop(l) => for_each_broadcast(&l.body, f),
             Stmt::Store { value, .. } | Stmt::Assign { value, .. } => expr(value, f),
         }
+    }
+}
+
+/// `1 / d` for a constant divisor `d` (or its broadcast) that is a power of
+/// two whose reciprocal is a normal number: dividing by it and multiplying
+/// by the reciprocal give the same result for every input.
+fn exact_reciprocal(d: &Expr) -> Option<Expr> {
+    match d {
+        Expr::Const(c) => {
+            let r = 1.0 / c;
+            let power_of_two = c.is_normal() && c.to_bits() & 0x007f_ffff == 0;
+            (power_of_two && r.is_normal()).then_some(Expr::Const(r))
+        }
+        Expr::Broadcast(x) => exact_reciprocal(x).map(|r| Expr::Broadcast(Box::new(r))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_powers_of_two_with_normal_reciprocals_become_multiplies() {
+        let r = |c: f32| match exact_reciprocal(&Expr::Const(c)) {
+            Some(Expr::Const(r)) => Some(r),
+            _ => None,
+        };
+        assert_eq!(r(4.0), Some(0.25));
+        assert_eq!(r(-0.5), Some(-2.0));
+        assert_eq!(r(2f32.powi(126)), Some(2f32.powi(-126)));
+        for c in [
+            3.0,
+            0.1,
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NAN,
+            2f32.powi(127),
+            f32::MIN_POSITIVE / 2.0,
+        ] {
+            assert_eq!(r(c), None, "{c}");
+        }
+        let splat = Expr::Broadcast(Box::new(Expr::Const(8.0)));
+        assert_eq!(
+            exact_reciprocal(&splat),
+            Some(Expr::Broadcast(Box::new(Expr::Const(0.125))))
+        );
     }
 }

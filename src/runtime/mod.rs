@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::ir::{self, BufKind};
 use crate::schedule::{self, Schedule};
 use crate::syntax::ast;
-use crate::{codegen, contract, fuse, lower, pad, phase, stride, syntax};
+use crate::{codegen, contract, fuse, hoist, lower, pad, phase, stride, syntax};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -473,6 +473,7 @@ impl Formula {
         program = phase::split_phases(&program);
         program = pad::pad_reads(&program);
         program = stride::split_strides(&program);
+        program = hoist::hoist_factors(&program);
         if self.fuse {
             // A statement the user scheduled keeps its own nest.
             let scheduled: Vec<_> = (self.ast.statements.iter().zip(&self.schedules))
