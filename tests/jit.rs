@@ -492,9 +492,10 @@ fn random_program(seed: &[u32]) -> (String, Vec<(String, Vec<usize>)>) {
         factors.push(format!("{name}[{}]", idx.join(", ")));
         inputs.push((name, shape));
     }
-    let rhs = match next(3) {
+    let rhs = match next(4) {
         0 => factors.join(" * "),
         1 => format!("relu({}) + 0.5", factors.join(" - ")),
+        2 => format!("{} / 4 * 3", factors.join(" * ")),
         _ => format!("max({}, {})", factors[0], factors.join(" * ")),
     };
     let lhs_vars: Vec<&str> = vars[..nvars]
