@@ -82,7 +82,7 @@ fn lower_statement(func: &mut Func, st: &check::Statement, spec: &Spec) {
         .dims
         .iter()
         .any(|d| matches!(d.kind, LoopKind::Vectorized(_)));
-    let in_nest = initialised_in_nest(func, st);
+    let in_nest = initialised_in_nest(func, st, spec);
     let copy_in_nest = copied_in_nest(func, st);
     match st.init {
         Init::Identity if in_nest => {}
@@ -203,9 +203,17 @@ fn stored_box(func: &Func, st: &check::Statement) -> Option<Vec<(i64, i64)>> {
 /// Whether the compute nest can initialise the output itself, element by
 /// element right before its reduction (no separate fill over the whole
 /// output): `=`, `max=`, `min=` whose points cover the output
-/// ([`covers_output`]).
-fn initialised_in_nest(func: &Func, st: &check::Statement) -> bool {
-    st.init == Init::Identity && covers_output(func, st)
+/// ([`covers_output`]), unless the parallel loop runs inside the outermost
+/// reduction loop (a GEMM's cache block of `k` around its row tiles): the
+/// initialisation would then sit beside that loop, and a nest splits
+/// between threads only at a loop reached through loops of one statement.
+fn initialised_in_nest(func: &Func, st: &check::Statement, spec: &Spec) -> bool {
+    let reduced = spec.reduced_dims(st);
+    let level = |pick: &dyn Fn(usize) -> bool| spec.order.iter().position(|&d| pick(d));
+    let parallel = level(&|d| spec.dims[d].kind == LoopKind::Parallel);
+    let reduction = level(&|d| reduced.contains(&d));
+    let parallel_inside = matches!((parallel, reduction), (Some(p), Some(r)) if p > r);
+    st.init == Init::Identity && covers_output(func, st) && !parallel_inside
 }
 
 /// Whether a read that may leave its tensor, through output variables

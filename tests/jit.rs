@@ -112,6 +112,42 @@ fn padded_copies_run_whole_vectors_from_the_in_bounds_start() {
     );
 }
 
+/// A GEMM whose packed operand is large is cache-blocked: a row block per
+/// thread (the parallel loop, outermost and unpeeled, so both threads
+/// run), then blocks of 512 columns and 256 reduction points, the tile's
+/// accumulators loaded from the output at each reduction block. Partial
+/// blocks and tiles in every dimension (50 rows: 25 per block, tiles of 6;
+/// 520 columns; 260 points), plain, with `B` transposed, and with
+/// epilogues (a hoisted divisor; bias and relu), which run once the last
+/// reduction block is done: against the reference on one and two threads.
+#[test]
+fn large_gemms_are_cache_blocked() {
+    for (src, b) in [
+        ("O[i,j] = A[i,k] * B[k,j]", [260, 520]),
+        ("O[i,j] = A[i,k] * B[j,k]", [520, 260]),
+        ("O[i,j] = A[i,k] * B[k,j] / 4", [260, 520]),
+        (
+            "T[i,j] = A[i,k] * B[k,j]; O[i,j] = relu(T[i,j] + C[j])",
+            [260, 520],
+        ),
+    ] {
+        let shapes: [(&str, &[usize]); 3] = [("A", &[50, 260]), ("B", &b), ("C", &[520])];
+        let shapes = if src.contains("C[") {
+            &shapes[..]
+        } else {
+            &shapes[..2]
+        };
+        check_compiled(src, shapes, |dump| {
+            let blocked = "split i 25; split ii 6; split j 512; split k 256; split ji 8; split jii 4; \
+                reorder io jo ko iio jio ki iii jiio jiii; unroll iii; unroll jiio; vectorize jiii; \
+                accumulate ki; parallel io; pack B";
+            assert!(dump.contains(&format!("# schedule 1: {blocked}")), "{dump}");
+            assert!(dump.contains("\n  for io in 0..2 parallel:\n"), "{dump}");
+            assert!(dump.contains("acc0 = O[25*io + 6*iio, 8*jio]x4"), "{dump}");
+        });
+    }
+}
+
 /// A contraction whose operand steps along the output's last index in
 /// another of its own dimensions (`B[j,k]` in `A·Bᵀ` and `Aᵀ·Bᵀ`) is
 /// vectorized along `j` anyway: that operand is packed, its lanes copied

@@ -199,7 +199,39 @@ impl Spec {
                 });
             }
         }
-        out
+        let tails = out.len().min(self.tails.len());
+        let (kept, rest) = out.split_at(tails);
+        let mut implied = rest.to_vec();
+        implied.retain(|c| !self.implied_by_tails(c));
+        [kept.to_vec(), implied].concat()
+    }
+
+    /// Whether a split's tail bounds `c` already: `c` is the tail's
+    /// expression plus terms whose range, added to the tail's, stays within
+    /// `c`'s (`512*io + 6*iio + iii <= 1023` given `6*iio + iii <= 511`
+    /// and `io <= 1`: a statement's range after `split i 512; split ii 6`,
+    /// which would otherwise peel the last `io` as a boundary).
+    fn implied_by_tails(&self, c: &Constraint) -> bool {
+        let range = |v: Var| self.dim_range(v);
+        self.tails.iter().any(|t| {
+            let within = t.expr.terms.iter().all(|term| c.expr.terms.contains(term));
+            let outside = Affine {
+                terms: c
+                    .expr
+                    .terms
+                    .iter()
+                    .copied()
+                    .filter(|term| !t.expr.terms.contains(term))
+                    .collect(),
+                constant: c.expr.constant - t.expr.constant,
+            };
+            within
+                && !t.expr.terms.is_empty()
+                && outside.bounds_over(&range).is_some_and(|(lo, hi)| {
+                    lo.checked_add(t.lo).is_some_and(|x| x >= c.lo)
+                        && hi.checked_add(t.hi).is_some_and(|x| x <= c.hi)
+                })
+        })
     }
 
     /// An index expression over the statement's variables, over dimensions.
@@ -408,17 +440,29 @@ impl Spec {
     /// the other dimensions can add (`8*io + ii`), or is finer than their
     /// common step over `d`'s whole range (`4*g + k`), or the index is a
     /// mixed-radix number of its dimensions, each step beyond what the finer
-    /// ones add (`8*io + 4*iio + iii`, in `iio`).
+    /// ones add (`8*io + 4*iio + iii`, in `iio`). What the others add is
+    /// bounded by a split's tail too (`512*io + 6*iio + iii`, the tiles of
+    /// `6*iio + iii` stopping at 512).
     fn injective_in(&self, st: &Statement, d: usize) -> bool {
         let extent = |v: Var| self.dims[v.index()].hi - self.dims[v.index()].lo;
         st.lhs.index.iter().any(|e| {
             let e = self.substitute(e);
             let a = e.coeff(Var(d as u32)).abs();
             let others = e.terms.iter().filter(|(v, _)| v.index() != d);
-            let span: i64 = others
+            // A split tile's partial last tile stops at its dimension's
+            // end: `1024*io + 6*iio + iii` with `6*iio + iii` in 0..1024.
+            let rest = e.without(Var(d as u32));
+            let bounded = self
+                .tails
+                .iter()
+                .filter(|c| c.expr.terms == rest.terms)
+                .map(|c| c.hi - c.lo)
+                .min();
+            let summed: i64 = others
                 .clone()
                 .map(|&(v, c)| c.abs() * (extent(v) - 1))
                 .sum();
+            let span = bounded.map_or(summed, |b| b.min(summed));
             let step = others.fold(0, |g, &(_, c)| gcd(g, c.abs()));
             let mut digits: Vec<(i64, i64)> = e
                 .terms
