@@ -454,11 +454,14 @@ fn auto(src: &str, inputs: &Inputs) -> (String, String) {
 
 #[test]
 fn automatic_schedules_block_gemm_and_convolutions() {
-    let (dump, sched) = auto(GEMM, &gemm_inputs(13, 24, 9));
+    let (dump, sched) = auto(GEMM, &gemm_inputs(13, 24, 200));
     assert_eq!(
         sched,
         "split j 8; split ji 4; split i 6; reorder io jo k ii jio jii; unroll ii; unroll jio; vectorize jii; accumulate k; parallel io; pack B"
     );
+    // A `B` that fits in L1 with room to spare (16 KB) is read in place.
+    let (_, small) = auto(GEMM, &gemm_inputs(64, 64, 64));
+    assert!(!small.contains("pack"), "{small}");
     // Rows fitted to a short dimension: 28 rows in tiles of 6 would leave a
     // seventh of the work to a partial tile, in tiles of 4 none.
     let (_, fitted) = auto(GEMM, &gemm_inputs(28, 24, 9));
@@ -500,13 +503,13 @@ fn automatic_schedules_block_gemm_and_convolutions() {
     let (dump, sched) = auto(
         "O[b,k,i,j] = I[b,c,i,j] * W[k,c,0,0]",
         &inputs(&[
-            ("I", rand(&[1, 5, 3, 24], 1)),
-            ("W", rand(&[13, 5, 1, 1], 2)),
+            ("I", rand(&[1, 64, 3, 24], 1)),
+            ("W", rand(&[13, 64, 1, 1], 2)),
         ]),
     );
     assert!(sched.ends_with("pack I"), "{sched}");
     assert!(
-        dump.contains("I+pack: temp f32[1, 3, 3, 5, 2, 4]"),
+        dump.contains("I+pack: temp f32[1, 3, 3, 64, 2, 4]"),
         "{dump}"
     );
 }
