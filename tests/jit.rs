@@ -119,7 +119,8 @@ fn padded_copies_run_whole_vectors_from_the_in_bounds_start() {
 /// blocks and tiles in every dimension (50 rows: 25 per block, tiles of 6;
 /// 520 columns; 260 points), plain, with `B` transposed, and with
 /// epilogues (a hoisted divisor; bias and relu), which run once the last
-/// reduction block is done: against the reference on one and two threads.
+/// reduction block is done; and batched, the batch loop outermost:
+/// against the reference on one and two threads.
 #[test]
 fn large_gemms_are_cache_blocked() {
     for (src, b) in [
@@ -146,6 +147,19 @@ fn large_gemms_are_cache_blocked() {
             assert!(dump.contains("acc0 = O[25*io + 6*iio, 8*jio]x4"), "{dump}");
         });
     }
+    // A batch loop goes outside the row blocks.
+    let src = "O[b,i,j] = A[b,i,k] * B[b,k,j]";
+    check_compiled(
+        src,
+        &[("A", &[2, 48, 260]), ("B", &[2, 260, 520])],
+        |dump| {
+            assert!(
+                dump.contains("reorder b io jo ko iio jio ki iii jiio jiii;"),
+                "{dump}"
+            );
+            assert!(dump.contains("\n    for io in 0..2 parallel:\n"), "{dump}");
+        },
+    );
 }
 
 /// A contraction whose operand steps along the output's last index in

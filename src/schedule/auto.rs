@@ -497,21 +497,24 @@ const ROW_BLOCKS: i64 = 2;
 /// Bytes of the packed operand from which a GEMM is cache-blocked.
 const BLOCKED_FROM: i64 = 512 * 1024;
 
-/// A GEMM (`O[i,j] = A[i,k] * B[k,j]`, or with either operand transposed:
-/// two output loops, one reduction, the operand read along `j` packed)
-/// whose packed `B` is at least [`BLOCKED_FROM`] bytes, cache-blocked as
-/// BLAS libraries do: `ROW_BLOCKS` blocks of rows, one per thread (the
-/// parallel loop, outermost), then blocks of [`NC`] columns and [`KC`]
-/// reduction points, so that each `KC × NC` block of the packed `B` (512
-/// KB) stays in L2 while every row tile of the block streams through it,
-/// and each tile's `KC` rows of `A` stay in L1. The tile's accumulators are
-/// loaded from and stored to `O` once per `KC` block.
-/// Fused epilogues (bias, activation, a hoisted factor) run after the
-/// last reduction block. Measured on Zen 5
-/// (bench --interleave, 1 / 2 threads, against the unblocked schedule):
-/// 2048² 24 → 61 / 61 → 120 GFLOP/s (its 16 MB `B` was streamed from
-/// memory for every row tile), 1024² 57 → 61 / 107 → 95–121, 512² 60 → 62
-/// / 108 → 112–119, 256×4096×256 55 → 59 / 80 → 116.
+/// A GEMM (`O[i,j] = A[i,k] * B[k,j]`, either operand possibly
+/// transposed) or a contraction shaped like one — one reduction, two reads
+/// indexed by plain variables, the one read along the vector index `j` (`B`)
+/// packed, other output loops on `A`'s side, `B`'s side or both (a batch)
+/// — whose packed `B` is at least [`BLOCKED_FROM`] bytes per batch,
+/// cache-blocked as BLAS libraries do: `ROW_BLOCKS` blocks of `A`'s rows,
+/// one per thread (the parallel loop, inside the batch loops), then blocks
+/// of [`NC`] columns and [`KC`] reduction points, so that each `KC × NC`
+/// block of the packed `B` (512 KB) stays in L2 while every row tile of the
+/// block streams through it, and each tile's `KC` rows of `A` stay in L1.
+/// The tile's accumulators are loaded from and stored to `O` once per `KC`
+/// block; fused epilogues (bias, activation, a hoisted factor) run after
+/// the last. Measured on Zen 5 (bench --interleave, 1 / 2 threads,
+/// against the unblocked schedule): GEMM 2048² 24 → 61 / 61 → 120 GFLOP/s
+/// (its 16 MB `B` was streamed from memory for every row tile), 1024² 57 →
+/// 61 / 107 → 95–121, 512² 60 → 62 / 108 → 112–119, 256×4096×256 55 → 59
+/// / 80 → 116; batched, 8 × 512³ 40 → 57 / 83 → 112, 2 × 1024³ 53 → 58 /
+/// 86 → 117.
 fn blocked_gemm(program: &Program, st: &Statement, tile: Tile) -> Option<Schedule> {
     let extent = |x: usize| st.vars[x].hi - st.vars[x].lo;
     let loops: Vec<usize> = (0..st.vars.len()).filter(|&x| extent(x) > 1).collect();
@@ -520,39 +523,45 @@ fn blocked_gemm(program: &Program, st: &Statement, tile: Tile) -> Option<Schedul
         .copied()
         .filter(|&x| st.vars[x].reduced)
         .collect();
-    let outputs: Vec<usize> = loops
-        .iter()
-        .copied()
-        .filter(|&x| !st.vars[x].reduced)
-        .collect();
-    let (&[k], &[_, _]) = (reduced.as_slice(), outputs.as_slice()) else {
+    let &[k] = reduced.as_slice() else {
         return None;
     };
     let v = vector_dim(st)?;
-    let u = *outputs.iter().find(|&&x| x != v)?;
     let reads = st.rhs.reads();
     let uses =
         |a: &crate::check::Access, x: usize| a.index.iter().any(|e| e.coeff(Var(x as u32)) != 0);
-    // One read of `u` and `k` (A), one of `k` and `v` (B), nothing else.
     let [a, b] = reads.as_slice() else {
         return None;
     };
     let (a, b) = if uses(a, v) { (b, a) } else { (a, b) };
+    // (A 1x1 convolution, `W[k,c,0,0]`, is left as it is: 1x1 shapes
+    // with 56² and 28² pixels ran 2-3% slower blocked.)
     let plain = |r: &crate::check::Access| r.index.iter().all(|e| e.as_var().is_some());
-    let gemm = uses(a, u)
-        && uses(a, k)
-        && !uses(a, v)
-        && uses(b, k)
-        && uses(b, v)
-        && !uses(b, u)
-        && plain(a)
-        && plain(b);
-    if !gemm || a.tensor == b.tensor {
+    if !(uses(a, k) && !uses(a, v) && uses(b, k) && plain(a) && plain(b)) || a.tensor == b.tensor {
         return None;
     }
+    // Output loops by the reads that use them: `A`'s rows (the tile's row
+    // dimension `u` the longest), `B`'s columns, and batches (both).
+    let outputs = loops
+        .iter()
+        .copied()
+        .filter(|&x| x != v && !st.vars[x].reduced);
+    let rows: Vec<usize> = outputs
+        .clone()
+        .filter(|&x| uses(a, x) && !uses(b, x))
+        .collect();
+    let columns: Vec<usize> = outputs
+        .clone()
+        .filter(|&x| !uses(a, x) && uses(b, x))
+        .collect();
+    let batches: Vec<usize> = outputs.filter(|&x| uses(a, x) && uses(b, x)).collect();
+    let &u = rows
+        .iter()
+        .max_by_key(|&&x| (extent(x), std::cmp::Reverse(x)))?;
     let (m, n, depth) = (extent(u), extent(v), extent(k));
+    let b_columns: i64 = n * columns.iter().map(|&x| extent(x)).product::<i64>();
     let lanes = i64::from(LANES);
-    if depth * n * 4 < BLOCKED_FROM || m % ROW_BLOCKS != 0 || m / ROW_BLOCKS < 4 * tile.mr {
+    if depth * b_columns * 4 < BLOCKED_FROM || m % ROW_BLOCKS != 0 || m / ROW_BLOCKS < 4 * tile.mr {
         return None;
     }
     let name = |x: usize| st.vars[x].name.clone();
@@ -565,9 +574,10 @@ fn blocked_gemm(program: &Program, st: &Statement, tile: Tile) -> Option<Schedul
         split(&un, m / ROW_BLOCKS),
         split(&format!("{un}i"), tile.mr),
     ];
-    let mut order = vec![format!("{un}o")];
+    let mut order: Vec<String> = batches.iter().map(|&x| name(x)).collect();
+    order.push(format!("{un}o"));
     // Columns: blocks of NC (if wider), then tiles of nr in vectors.
-    let columns = if n > NC {
+    let vector_columns = if n > NC {
         d.push(split(&vn, NC));
         order.push(format!("{vn}o"));
         format!("{vn}i")
@@ -581,17 +591,18 @@ fn blocked_gemm(program: &Program, st: &Statement, tile: Tile) -> Option<Schedul
     } else {
         kn.clone()
     };
-    d.push(split(&columns, tile.nr));
-    d.push(split(&format!("{columns}i"), lanes));
-    let (rows, tile_rows) = (format!("{un}io"), format!("{un}ii"));
-    let (col_tiles, col_vectors, col_lanes) = (
-        format!("{columns}o"),
-        format!("{columns}io"),
-        format!("{columns}ii"),
+    d.push(split(&vector_columns, tile.nr));
+    d.push(split(&format!("{vector_columns}i"), lanes));
+    let (tile_rows, col_vectors, col_lanes) = (
+        format!("{un}ii"),
+        format!("{vector_columns}io"),
+        format!("{vector_columns}ii"),
     );
+    order.extend(rows.iter().filter(|&&x| x != u).map(|&x| name(x)));
+    order.push(format!("{un}io"));
+    order.extend(columns.iter().map(|&x| name(x)));
     order.extend([
-        rows,
-        col_tiles,
+        format!("{vector_columns}o"),
         depth_loop.clone(),
         tile_rows.clone(),
         col_vectors.clone(),
