@@ -119,10 +119,12 @@ fn padded_copies_run_whole_vectors_from_the_in_bounds_start() {
 /// blocks and tiles in every dimension (50 rows: 25 per block, tiles of 6;
 /// 520 columns; 260 points), plain, with `B` transposed, and with
 /// epilogues (a hoisted divisor; bias and relu), which run once the last
-/// reduction block is done; and batched, the batch loop outermost:
-/// against the reference on one and two threads.
+/// reduction block is done; an odd row count, its column blocks in
+/// parallel instead; and batched, the batch loop outermost: against the
+/// reference on one and two threads.
 #[test]
 fn large_gemms_are_cache_blocked() {
+    const GEMM_SRC: &str = "O[i,j] = A[i,k] * B[k,j]";
     for (src, b) in [
         ("O[i,j] = A[i,k] * B[k,j]", [260, 520]),
         ("O[i,j] = A[i,k] * B[j,k]", [520, 260]),
@@ -147,6 +149,18 @@ fn large_gemms_are_cache_blocked() {
             assert!(dump.contains("acc0 = O[25*io + 6*iio, 8*jio]x4"), "{dump}");
         });
     }
+    // Rows that do not split in two: the column blocks run in parallel.
+    check_compiled(
+        GEMM_SRC,
+        &[("A", &[49, 260]), ("B", &[260, 1030])],
+        |dump| {
+            assert!(
+                dump.contains("reorder jo ko io jio ki ii jiio jiii;")
+                    && dump.contains("parallel jo;"),
+                "{dump}"
+            );
+        },
+    );
     // A batch loop goes outside the row blocks.
     let src = "O[b,i,j] = A[b,i,k] * B[b,k,j]";
     check_compiled(
