@@ -101,6 +101,7 @@ pub fn factor_products(program: &Program) -> (Program, Vec<Plan>) {
         source: program.source.clone(),
         outputs: program.outputs.clone(),
         notes,
+        views: program.views.clone(),
     };
     (factored, plans)
 }

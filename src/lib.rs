@@ -11,9 +11,10 @@
 //! 1. [`syntax::parse`]: text → spanned AST (grammar in `grammar/einjit.pest`);
 //! 2. [`check::check`]: names → ids, affine indices, inferred ranges and shapes;
 //!    [`graph::Dataflow`] checks how statements feed each other;
-//!    [`contract`], [`pad`], [`hoist`] and [`fuse`] rewrite the checked
-//!    program (contraction order, padded copies, factors constant across a
-//!    reduction, elementwise fusion);
+//!    [`contract`], [`pad`], [`hoist`], [`fuse`] and [`collapse`] rewrite
+//!    the checked program (contraction order, padded copies, factors
+//!    constant across a reduction, elementwise fusion, dimensions always
+//!    indexed together merged);
 //! 3. [`lower::lower`]: checked program → loop-nest IR ([`ir::Func`]), the
 //!    domain rule folded into loop bounds; [`schedule`] shapes and realises
 //!    the nests (tiles, vectors, registers, threads); [`codegen`] compiles
@@ -24,6 +25,7 @@
 pub mod affine;
 pub mod check;
 pub mod codegen;
+pub mod collapse;
 pub mod contract;
 pub mod error;
 pub mod fuse;
@@ -88,6 +90,9 @@ pub fn dump(program: &check::Program, func: &ir::Func) -> String {
                     format!("dimension {dim} of {tensor}")
                 }
                 check::RangeSource::Inferred => "largest in-bounds range".to_string(),
+                check::RangeSource::Merged { outer, inner } => {
+                    format!("{outer} and {inner} merged: always indexed together, whole")
+                }
             };
             out.push_str(&format!(
                 "#   {} in {}..{}  ({role}{from})\n",

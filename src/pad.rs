@@ -72,6 +72,7 @@ pub fn pad_reads(program: &Program) -> Program {
         source: program.source.clone(),
         outputs: program.outputs.clone(),
         notes: program.notes.clone(),
+        views: program.views.clone(),
     }
 }
 

@@ -112,6 +112,70 @@ fn padded_copies_run_whole_vectors_from_the_in_bounds_start() {
     );
 }
 
+/// Dimensions a statement always indexes together, whole and adjacent,
+/// merge into one (`src/collapse.rs`): a 1x1 convolution over 14×14 pixels
+/// runs over `ij in 0..196`, 49 whole vectors, where 14-wide rows left two
+/// scalar columns each. The caller still gives and gets its own shapes
+/// (`inputs()`, `outputs()`, `run_into`). Not merged: a range narrower than
+/// its dimension, dimensions indexed in another order, a statement with a
+/// schedule of its own. Against the reference on one and two threads.
+#[test]
+fn dimensions_indexed_together_merge() {
+    let src = "O[b,k,i,j] = I[b,c,i,j] * W[k,c,0,0]";
+    let shapes: [(&str, &[usize]); 2] = [("I", &[1, 8, 14, 14]), ("W", &[16, 8, 1, 1])];
+    check_compiled(src, &shapes, |dump| {
+        assert!(
+            dump.contains("#   ij in 0..196  (i and j merged: always indexed together, whole)"),
+            "{dump}"
+        );
+        assert!(dump.contains("I: in f32[1, 8, 196]"), "{dump}");
+        assert!(!dump.contains("for j"), "{dump}");
+    });
+    let kernel = Kernel::compile(src, &shapes).unwrap();
+    assert_eq!(
+        kernel.outputs(),
+        vec![("O".to_string(), vec![1, 16, 14, 14])]
+    );
+    assert!(kernel
+        .inputs()
+        .contains(&("I".to_string(), vec![1, 8, 14, 14])));
+    let (i, w) = (rand(&[1, 8, 14, 14], 1), rand(&[16, 8, 1, 1], 2));
+    let want = reference(src, &inputs(&[("I", i.clone()), ("W", w.clone())]));
+    let mut o = ArrayD::<f32>::zeros(ndarray::IxDyn(&[1, 16, 14, 14]));
+    kernel
+        .run_into(
+            &[("I", i.view()), ("W", w.view())],
+            &mut [("O", o.view_mut())],
+        )
+        .unwrap();
+    assert_close(&o, &want["O"], 1e-4);
+    let e = kernel
+        .run(&[("I", rand(&[1, 8, 196], 1).view()), ("W", w.view())])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[1, 8, 14, 14]"), "{e}");
+    for (src, shapes) in [
+        (
+            "O[b,k,i,j] = I[b,c,i,j] * W[k,c,0,0] where j in 0..13",
+            [("I", &[1, 8, 14, 14][..]), ("W", &[16, 8, 1, 1][..])],
+        ),
+        (
+            "O[b,k,j,i] = I[b,c,i,j] * W[k,c,0,0]",
+            [("I", &[1, 8, 14, 14][..]), ("W", &[16, 8, 1, 1][..])],
+        ),
+    ] {
+        check_compiled(src, &shapes, |dump| {
+            assert!(!dump.contains("merged"), "{dump}")
+        });
+    }
+    let scheduled = Formula::new(src)
+        .unwrap()
+        .with_schedules(vec![Some("split j 7".parse().unwrap())])
+        .kernel(&shapes)
+        .unwrap();
+    assert!(!scheduled.scheduled_ir().contains("merged"));
+}
+
 /// A GEMM whose packed operand is large is cache-blocked: a row block per
 /// thread (the parallel loop, outermost and unpeeled, so both threads
 /// run), then blocks of 512 columns and 256 reduction points, the tile's

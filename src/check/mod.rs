@@ -47,12 +47,18 @@ impl Tensor {
     /// Check a caller's array for this input: present (`given`: its shape)
     /// and of the compiled shape.
     pub fn check_input(&self, given: Option<&[usize]>) -> Result<()> {
+        self.check_input_as(given, &self.shape)
+    }
+
+    /// [`Tensor::check_input`] against the shape the caller sees
+    /// ([`Program::caller_shape`]).
+    pub fn check_input_as(&self, given: Option<&[usize]>, expected: &[usize]) -> Result<()> {
         let shape =
             given.ok_or_else(|| Error::unspanned(ErrorKind::MissingInput(self.name.clone())))?;
-        if shape != self.shape.as_slice() {
+        if shape != expected {
             return Err(Error::unspanned(ErrorKind::InputShape {
                 name: self.name.clone(),
-                expected: self.shape.clone(),
+                expected: expected.to_vec(),
                 got: shape.to_vec(),
             }));
         }
@@ -107,6 +113,9 @@ pub enum RangeSource {
     Dimension { tensor: String, dim: usize },
     /// The largest range keeping every access in bounds (Tensor Comprehensions' rule).
     Inferred,
+    /// Two variables always indexing adjacent dimensions together, merged
+    /// into one (see [`crate::collapse`]).
+    Merged { outer: String, inner: String },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -296,11 +305,22 @@ pub struct Program {
     /// Lines for the dump from passes over the checked program (e.g. the
     /// contraction order chosen).
     pub notes: Vec<String>,
+    /// Tensors whose dimensions [`crate::collapse`] merged, with the shape
+    /// the caller gives (an input) or gets (an output): the same storage.
+    pub views: Vec<(TensorId, Vec<usize>)>,
 }
 
 impl Program {
     pub fn tensor(&self, id: TensorId) -> &Tensor {
         &self.tensors[id.index()]
+    }
+
+    /// The shape of tensor `id` as the caller sees it (see [`Program::views`]).
+    pub fn caller_shape(&self, id: TensorId) -> &[usize] {
+        self.views
+            .iter()
+            .find(|(t, _)| *t == id)
+            .map_or(self.tensor(id).shape.as_slice(), |(_, s)| s.as_slice())
     }
 
     /// The input tensors, in order of first use.
@@ -545,6 +565,7 @@ pub fn check(
         source,
         outputs: Vec::new(),
         notes: Vec::new(),
+        views: Vec::new(),
     };
     program.select_outputs(&OutputSelection::default())?;
     crate::graph::Dataflow::checked(&program)?;

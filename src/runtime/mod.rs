@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::ir::{self, BufKind};
 use crate::schedule::{self, Schedule};
 use crate::syntax::ast;
-use crate::{codegen, contract, fuse, hoist, lower, pad, phase, stride, syntax};
+use crate::{codegen, collapse, contract, fuse, hoist, lower, pad, phase, stride, syntax};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -119,8 +119,8 @@ impl Kernel {
         self.program
             .inputs()
             .map(|t| {
-                let t = self.program.tensor(t);
-                (t.name.clone(), t.shape.clone())
+                let shape = self.program.caller_shape(t).to_vec();
+                (self.program.tensor(t).name.clone(), shape)
             })
             .collect()
     }
@@ -131,8 +131,8 @@ impl Kernel {
             .outputs()
             .into_iter()
             .map(|t| {
-                let t = self.program.tensor(t);
-                (t.name.clone(), t.shape.clone())
+                let shape = self.program.caller_shape(t).to_vec();
+                (self.program.tensor(t).name.clone(), shape)
             })
             .collect()
     }
@@ -194,7 +194,8 @@ impl Kernel {
             .map(|t| {
                 let tensor = self.program.tensor(t);
                 let values = std::mem::take(&mut buffers[t.index()].data).into_owned();
-                let array = ArrayD::from_shape_vec(IxDyn(&tensor.shape), values)
+                let shape = self.program.caller_shape(t);
+                let array = ArrayD::from_shape_vec(IxDyn(shape), values)
                     .expect("buffer length is the shape's size");
                 (tensor.name.clone(), array)
             })
@@ -226,17 +227,17 @@ impl Kernel {
         // checked before running.
         named_once(outputs)?;
         for (name, target) in outputs.iter() {
-            let tensor = self
+            let expected = self
                 .program
                 .outputs()
                 .into_iter()
-                .map(|t| self.program.tensor(t))
-                .find(|t| t.name == *name)
+                .find(|&t| self.program.tensor(t).name == *name)
+                .map(|t| self.program.caller_shape(t))
                 .ok_or_else(|| Error::unspanned(ErrorKind::NotAnOutput(name.to_string())))?;
-            if target.shape() != tensor.shape.as_slice() {
+            if target.shape() != expected {
                 return Err(Error::unspanned(ErrorKind::OutputShape {
                     name: name.to_string(),
-                    expected: tensor.shape.clone(),
+                    expected: expected.to_vec(),
                     got: target.shape().to_vec(),
                 }));
             }
@@ -301,7 +302,8 @@ impl Kernel {
                 .iter()
                 .find(|(n, _)| *n == tensor.name)
                 .map(|(_, v)| v);
-            tensor.check_input(view.map(|v| v.shape()))?;
+            let expected = self.program.caller_shape(check::TensorId(i as u32));
+            tensor.check_input_as(view.map(|v| v.shape()), expected)?;
             let view = view.expect("checked");
             let data = match view.as_slice() {
                 Some(s) => Cow::Borrowed(s),
@@ -481,6 +483,10 @@ impl Formula {
                 .map(|(st, _)| st.span)
                 .collect();
             program = fuse::fuse_elementwise(&program, &scheduled);
+        }
+        // (A schedule the user gives names the loops as written.)
+        if self.schedules.iter().all(Option::is_none) {
+            program = collapse::collapse_dimensions(&program);
         }
         let given: Vec<Option<Schedule>> = program
             .statements
