@@ -588,24 +588,12 @@ fn blocked_gemm(program: &Program, st: &Statement, tile: Tile) -> Option<Schedul
         (format!("{un}o"), format!("{un}i"))
     };
     // Columns: blocks of NC (if wider), then tiles of nr in vectors.
-    let vector_columns = if n > NC {
-        d.push(split(&vn, NC));
-        order.push(format!("{vn}o"));
-        format!("{vn}i")
-    } else {
-        vn.clone()
-    };
+    let vector_columns = cache_block(&mut d, &mut order, &vn, n, NC);
     let parallel = match even_rows {
         true => format!("{un}o"),
         false => format!("{vn}o"),
     };
-    let depth_loop = if depth > KC {
-        d.push(split(&kn, KC));
-        order.push(format!("{kn}o"));
-        format!("{kn}i")
-    } else {
-        kn.clone()
-    };
+    let depth_loop = cache_block(&mut d, &mut order, &kn, depth, KC);
     d.push(split(&vector_columns, tile.nr));
     d.push(split(&format!("{vector_columns}i"), lanes));
     let (col_vectors, col_lanes) = (format!("{vector_columns}io"), format!("{vector_columns}ii"));
@@ -629,6 +617,26 @@ fn blocked_gemm(program: &Program, st: &Statement, tile: Tile) -> Option<Schedul
         Directive::Pack(program.tensor(b.tensor).name.clone()),
     ]);
     Some(Schedule(d))
+}
+
+/// Loop `var` (of `extent`) split into blocks of `size`, the blocks' loop
+/// next in `order`, if it is longer than that; the loop left inside.
+fn cache_block(
+    d: &mut Vec<Directive>,
+    order: &mut Vec<String>,
+    var: &str,
+    extent: i64,
+    size: i64,
+) -> String {
+    if extent <= size {
+        return var.to_string();
+    }
+    d.push(Directive::Split {
+        var: var.to_string(),
+        factor: size as u32,
+    });
+    order.push(format!("{var}o"));
+    format!("{var}i")
 }
 
 /// Whether variables `a` and `b` appear together in one index of a read.
