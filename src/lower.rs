@@ -424,10 +424,10 @@ fn compute_nest(
 
 /// A nest whose outermost loop runs once (a batch of one) around several
 /// statements, one of them holding a parallel loop (row tiles beside
-/// their peeled partial tile), as those statements, each its own nest: a nest splits between threads
-/// only through loops of one statement, so the batch loop would keep the
-/// tiles on one thread (a 1x1 convolution over 512 channels, 14×14 pixels
-/// merged: 1.0× on two threads, 1.9× so).
+/// their peeled partial tile), as those statements, each its own nest: a
+/// nest splits between threads only through loops of one statement, so
+/// the batch loop would keep the tiles on one thread (a 1x1 convolution
+/// over 512 channels, 14×14 pixels merged: 1.0× on two threads, 1.9× so).
 fn unwrap_single_trip(nest: Stmt) -> Vec<Stmt> {
     match nest {
         Stmt::Loop(l)
