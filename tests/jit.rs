@@ -1037,3 +1037,60 @@ fn vector_relu_clears_negatives_and_nans() {
     }
     assert_close(&got["O"], &reference(src, &inp)["O"], 0.0);
 }
+
+/// Random statements over whole dimensions (no `where`: every range is its
+/// dimension), which is where dimensions indexed together merge
+/// (`src/collapse.rs`): products, a relu quotient and a sum with a
+/// constant, `=` and `max=`, reads in and out of order, against the
+/// reference on one and two threads. A fixed seed; some of them merge.
+#[test]
+fn random_statements_over_whole_dimensions_match_the_reference() {
+    let vars = ["a", "b", "c", "d"];
+    let mut state: u64 = 12345;
+    let mut next = |m: u64| {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) % m
+    };
+    let join = |idx: &[usize]| idx.iter().map(|&v| vars[v]).collect::<Vec<_>>().join(",");
+    let mut merged = 0;
+    for _ in 0..400 {
+        let sizes: Vec<usize> = (0..4).map(|_| 1 + next(5) as usize).collect();
+        let lhs: Vec<usize> = (0..4).filter(|_| next(3) != 0).collect();
+        let mut reads = Vec::new();
+        let mut shapes = Vec::new();
+        for t in 0..1 + next(2) {
+            let mut idx: Vec<usize> = (0..4).filter(|_| next(2) == 0).collect();
+            if idx.is_empty() {
+                idx.push(next(4) as usize);
+            }
+            if next(3) == 0 {
+                idx.reverse();
+            }
+            reads.push(format!("T{t}[{}]", join(&idx)));
+            shapes.push((
+                format!("T{t}"),
+                idx.iter().map(|&v| sizes[v]).collect::<Vec<_>>(),
+            ));
+        }
+        let op = ["=", "max=", "="][next(3) as usize];
+        let rhs = match next(3) {
+            0 => reads.join(" * "),
+            1 => format!("relu({}) / 4", reads.join(" - ")),
+            _ => format!("{} + 1", reads.join(" * ")),
+        };
+        let src = format!("O[{}] {op} {rhs}", join(&lhs));
+        let shapes: Vec<(&str, &[usize])> = shapes
+            .iter()
+            .map(|(n, s)| (n.as_str(), s.as_slice()))
+            .collect();
+        // (Some draws are not programs: an output variable with no range.)
+        let Ok(kernel) = Kernel::compile(&src, &shapes) else {
+            continue;
+        };
+        merged += usize::from(kernel.lowered_ir().contains("merged"));
+        check_compiled(&src, &shapes, |_| {});
+    }
+    assert!(merged > 10, "{merged}");
+}
