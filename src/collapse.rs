@@ -7,10 +7,10 @@
 //! program's view of their shapes changes; the runtime still takes and
 //! returns the caller's shapes. Checked program → checked program.
 //!
-//! Only a program of one `=` statement (no user schedule: its loops keep
-//! their names otherwise), and only pairs that every access using either
-//! variable indexes as `.., x, y, ..` with both spanning their whole
-//! dimensions.
+//! Only a program of one statement that creates its output (`=`, `max=`,
+//! `min=`; not `+=`) and has no user schedule (whose loops keep their
+//! names), and only pairs that every access using either variable indexes
+//! as `.., x, y, ..` with both spanning their whole dimensions.
 
 use crate::affine::{Affine, Var};
 use crate::check::{Access, Init, Program, RangeSource, Statement};
