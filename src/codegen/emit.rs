@@ -958,7 +958,8 @@ impl Emitter<'_, '_> {
             // value), and a multiply is several times cheaper than a divide.
             Expr::Binary(BinOp::Div, a, d) if exact_reciprocal(d).is_some() => {
                 let r = exact_reciprocal(d).expect("matched");
-                self.expr(&Expr::Binary(BinOp::Mul, a.clone(), Box::new(r)))?
+                let (a, r) = (self.expr(a)?, self.expr(&r)?);
+                self.b.ins().fmul(a, r)
             }
             Expr::Binary(op, a, b) => {
                 let (a, b) = (self.expr(a)?, self.expr(b)?);

@@ -539,6 +539,9 @@ impl Formula {
         }
         // The costliest trial so far: no trial starts that would overrun.
         let mut trial_cost = started.elapsed();
+        let faster = |t: Duration, than: Duration| {
+            t.as_secs_f64() < than.as_secs_f64() * (1.0 - SEARCH_MARGIN)
+        };
         for (n, st) in program.statements.iter().enumerate() {
             if given[n].is_some() {
                 continue;
@@ -551,9 +554,6 @@ impl Formula {
                 let mut trial = schedules.clone();
                 trial[n] = candidate;
                 let kernel = Kernel::from_checked(program.clone(), trial.clone(), self.fuse)?;
-                let faster = |t: Duration, than: Duration| {
-                    t.as_secs_f64() < than.as_secs_f64() * (1.0 - SEARCH_MARGIN)
-                };
                 let t = time(&kernel)?;
                 // A candidate that seems faster is timed again beside the
                 // incumbent: on a shared machine one slow timing of the

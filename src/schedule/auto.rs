@@ -962,9 +962,7 @@ fn vector_dim(st: &Statement) -> Option<usize> {
     // see [`packs`]. (GEMV's `A[i,k]` and a global pool's input are read
     // once: a transposing copy would double their memory traffic.)
     let uses = |a: &crate::check::Access, v: Var| a.index.iter().any(|e| e.coeff(v) != 0);
-    let along_last = |a: &crate::check::Access| {
-        !uses(a, last) || crate::schedule::vectorize::strided(&a.index, last).is_some()
-    };
+    let along_last = |a: &crate::check::Access| steps_along_last(&a.index, last);
     let loop_over = |x: &crate::check::IndexVar| x.hi - x.lo > 1;
     let reduction = st.vars.iter().any(|x| x.reduced && loop_over(x));
     let reused = |a: &crate::check::Access| {
@@ -1000,11 +998,11 @@ const L1_BYTES: i64 = 32 * 1024;
 /// already transposed (so not the copy itself); A·Bᵀ at 512 (a 16 KB
 /// panel) ran 17-19% faster with it on one and two threads.
 fn long_transposed_panel(st: &Statement, v: usize, nr: i64) -> bool {
-    let transposed = st.rhs.reads().into_iter().any(|a| {
-        let var = Var(v as u32);
-        a.index.iter().any(|e| e.coeff(var) != 0)
-            && crate::schedule::vectorize::strided(&a.index, var).is_none()
-    });
+    let transposed = st
+        .rhs
+        .reads()
+        .into_iter()
+        .any(|a| !steps_along_last(&a.index, Var(v as u32)));
     let points: i64 = st
         .vars
         .iter()
@@ -1015,9 +1013,15 @@ fn long_transposed_panel(st: &Statement, v: usize, nr: i64) -> bool {
 }
 
 /// Whether `read` uses the vector dimension in an index other than its
-/// last: its lanes are not one load (nor a gather), and it must be packed.
+/// last (or backwards): its lanes are not one load (nor a gather), and it
+/// must be packed.
 fn transposed(spec: &Spec, read: &crate::check::Access, vector: usize) -> bool {
-    let (last, rest) = read.index.split_last().expect("a tensor read");
-    let uses = |e: &crate::affine::Affine| spec.substitute(e).coeff(Var(vector as u32)) != 0;
-    rest.iter().any(uses) || (uses(last) && spec.substitute(last).coeff(Var(vector as u32)) < 0)
+    let index: Vec<crate::affine::Affine> = read.index.iter().map(|e| spec.substitute(e)).collect();
+    !steps_along_last(&index, Var(vector as u32))
+}
+
+/// Whether `index` uses `v` only in its last position, stepping forward
+/// (a vector load, or a gather), or not at all.
+fn steps_along_last(index: &[crate::affine::Affine], v: Var) -> bool {
+    index.iter().all(|e| e.coeff(v) == 0) || crate::schedule::vectorize::strided(index, v).is_some()
 }

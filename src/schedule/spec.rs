@@ -199,11 +199,14 @@ impl Spec {
                 });
             }
         }
-        let tails = out.len().min(self.tails.len());
-        let (kept, rest) = out.split_at(tails);
-        let mut implied = rest.to_vec();
-        implied.retain(|c| !self.implied_by_tails(c));
-        [kept.to_vec(), implied].concat()
+        // (The tails come first and stay.)
+        let tails = self.tails.len();
+        let mut k = 0;
+        out.retain(|c| {
+            k += 1;
+            k <= tails || !self.implied_by_tails(c)
+        });
+        out
     }
 
     /// Whether a split's tail bounds `c` already: `c` is the tail's
