@@ -51,20 +51,37 @@ fn rewrite(func: &mut Func, s: Stmt) -> Vec<Stmt> {
     if tiles.is_empty() {
         return vec![Stmt::Loop(l)];
     }
-    let locals: Vec<LocalId> = tiles
+    // A register updated several times per iteration (an unrolled
+    // reduction) is a chain of dependent FMAs; with fewer registers than
+    // it takes to hide their latency, its updates take turns among copies,
+    // combined after the loop (reassociation, as `reorder` allows).
+    // (A loop of one pass is straight-line code: nothing to overlap.)
+    let one_pass = matches!(l.constant_range(), Some((lo, hi)) if hi <= lo + 1);
+    let copies: Vec<usize> = tiles
         .iter()
-        .map(|t| {
-            let name = format!("acc{}", func.locals.len());
-            func.new_local(name, t.lanes)
+        .map(|t| match one_pass {
+            true => 1,
+            false => t.updates.min(CHAINS / tiles.len()).max(1),
         })
         .collect();
+    let mut new_local = |t: &Tile| {
+        let name = format!("acc{}", func.locals.len());
+        func.new_local(name, t.lanes)
+    };
+    let mut locals: Vec<Vec<LocalId>> = tiles.iter().map(|t| vec![new_local(t)]).collect();
+    for ((t, &n), l) in tiles.iter().zip(&copies).zip(&mut locals) {
+        l.extend((1..n).map(|_| new_local(t)));
+    }
     let mut before = Vec::new();
     let mut after = Vec::new();
-    for (t, &local) in tiles.iter().zip(&locals) {
+    for (t, registers) in tiles.iter().zip(&locals) {
+        let identity = match t.lanes {
+            1 => Expr::Const(t.combine.identity()),
+            _ => Expr::Broadcast(Box::new(Expr::Const(t.combine.identity()))),
+        };
         let (init, result, combine) = if t.horizontal {
-            let identity = Expr::Broadcast(Box::new(Expr::Const(t.combine.identity())));
-            let lanes = Expr::Reduce(t.combine, Box::new(Expr::Local(local)));
-            (identity, lanes, Some(t.combine))
+            let lanes = Expr::Reduce(t.combine, Box::new(Expr::Local(registers[0])));
+            (identity.clone(), lanes, Some(t.combine))
         } else {
             let load = Expr::Load {
                 buf: t.buf,
@@ -72,13 +89,25 @@ fn rewrite(func: &mut Func, s: Stmt) -> Vec<Stmt> {
                 lanes: t.lanes,
                 step: t.step,
             };
-            (load, Expr::Local(local), None)
+            (load, Expr::Local(registers[0]), None)
         };
         before.push(Stmt::Assign {
-            local,
+            local: registers[0],
             value: init,
             combine: None,
         });
+        for &copy in &registers[1..] {
+            before.push(Stmt::Assign {
+                local: copy,
+                value: identity.clone(),
+                combine: None,
+            });
+            after.push(Stmt::Assign {
+                local: registers[0],
+                value: Expr::Local(copy),
+                combine: Some(t.combine),
+            });
+        }
         after.push(Stmt::Store {
             buf: t.buf,
             index: t.index.clone(),
@@ -87,10 +116,11 @@ fn rewrite(func: &mut Func, s: Stmt) -> Vec<Stmt> {
             step: t.step,
         });
     }
+    let mut turns = vec![0; tiles.len()];
     l.body = l
         .body
         .into_iter()
-        .map(|s| replace(s, &tiles, &locals))
+        .map(|s| replace(s, &tiles, &locals, &mut turns))
         .collect();
     match l.constant_range() {
         // One pass (an unrolled accumulating loop): its body, inline.
@@ -106,6 +136,10 @@ fn rewrite(func: &mut Func, s: Stmt) -> Vec<Stmt> {
     before
 }
 
+/// Independent accumulator chains that hide the FMA's latency (two FMA
+/// units, four cycles each).
+const CHAINS: usize = 8;
+
 /// An output element (or vector) kept in a register.
 struct Tile {
     buf: BufId,
@@ -116,6 +150,8 @@ struct Tile {
     combine: Combine,
     /// The stores are `Reduce(combine, vector)`: the register holds the vector.
     horizontal: bool,
+    /// Stores into it in the loop's body.
+    updates: usize,
 }
 
 fn collect_vars(body: &[Stmt], out: &mut Vec<Var>) {
@@ -158,15 +194,16 @@ fn scan(func: &Func, body: &[Stmt], inner: &[Var], tiles: &mut Vec<Tile>, blocke
                             step: *step,
                             combine: *c,
                             horizontal,
+                            updates: 1,
                         };
-                        match tiles.iter().find(|t| same(t)) {
+                        match tiles.iter_mut().find(|t| same(t)) {
                             Some(t)
                                 if (t.combine, t.lanes, t.step)
                                     != (tile.combine, tile.lanes, tile.step) =>
                             {
                                 blocked[buf.index()] = true
                             }
-                            Some(_) => {}
+                            Some(t) => t.updates += 1,
                             None => tiles.push(tile),
                         }
                     }
@@ -226,13 +263,15 @@ fn block_overlapping(tiles: &[Tile], blocked: &mut [bool]) {
     }
 }
 
-fn replace(s: Stmt, tiles: &[Tile], locals: &[LocalId]) -> Stmt {
+/// Each store into a tile becomes an update of one of its registers, in
+/// turn (`turns` counts the tile's stores so far).
+fn replace(s: Stmt, tiles: &[Tile], locals: &[Vec<LocalId>], turns: &mut [usize]) -> Stmt {
     match s {
         Stmt::Loop(mut l) => {
             l.body = l
                 .body
                 .into_iter()
-                .map(|s| replace(s, tiles, locals))
+                .map(|s| replace(s, tiles, locals, turns))
                 .collect();
             Stmt::Loop(l)
         }
@@ -248,7 +287,10 @@ fn replace(s: Stmt, tiles: &[Tile], locals: &[LocalId]) -> Stmt {
                 t.buf == buf && t.index == index && t.horizontal == horizontal && t.step == step
             }) {
                 Some(k) => Stmt::Assign {
-                    local: locals[k],
+                    local: {
+                        turns[k] += 1;
+                        locals[k][(turns[k] - 1) % locals[k].len()]
+                    },
                     value: match value {
                         Expr::Reduce(_, vector) if horizontal => *vector,
                         value => value,
