@@ -7,7 +7,7 @@
 //! ```text
 //! cargo run --release --example bench -- [--only NAME[,NAME]] [--threads N[,M]]
 //!     [--json FILE] [--workloads PATH] [--budget SECONDS] [--schedule S] [--search]
-//!     [--interleave]
+//!     [--interleave] [--no-huge-pages]
 //! ```
 //!
 //! `--interleave` times a workload's thread counts in alternation, in
@@ -15,6 +15,12 @@
 //! the neighbours on a shared machine slow them alike: the two-thread
 //! speedup and the % of peak then compare figures from the same seconds
 //! (each workload's peak is the median of its own rounds).
+//!
+//! Inputs of 4 MiB or more are allocated as numpy allocates them: advised
+//! into transparent huge pages (`madvise(MADV_HUGEPAGE)`), so einjit and the
+//! peers read the same kind of memory (it matters for GEMV, which streams
+//! 64 MiB; the others read their inputs from cache). `--no-huge-pages`
+//! allocates them as ordinary vectors instead.
 //!
 //! `--search` compiles with `Formula::with_search(true)`: a bounded empirical
 //! search among the automatic schedule's alternatives (its time is part of
@@ -34,7 +40,7 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{Linkage, Module};
 use einjit::Formula;
-use ndarray::{ArrayD, IxDyn};
+use ndarray::{ArrayViewD, IxDyn};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -50,6 +56,8 @@ struct Args {
     search: bool,
     /// Time a workload's thread counts and the peak loop in alternation.
     interleave: bool,
+    /// Allocate every input as a plain vector (no huge-page advice).
+    no_huge_pages: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -62,6 +70,7 @@ fn parse_args() -> Result<Args, String> {
         schedule: None,
         search: false,
         interleave: false,
+        no_huge_pages: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -78,6 +87,7 @@ fn parse_args() -> Result<Args, String> {
             "--workloads" => args.workloads = value()?,
             "--search" => args.search = true,
             "--interleave" => args.interleave = true,
+            "--no-huge-pages" => args.no_huge_pages = true,
             "--schedule" => {
                 args.schedule = Some(value()?.parse().map_err(|e: einjit::Error| e.to_string())?)
             }
@@ -86,7 +96,7 @@ fn parse_args() -> Result<Args, String> {
                 args.budget = Duration::from_secs_f64(s);
             }
             "-h" | "--help" => {
-                println!("usage: bench [--only NAME[,NAME]] [--threads N[,M]] [--json FILE] [--workloads PATH] [--budget SECONDS] [--schedule S] [--search] [--interleave]");
+                println!("usage: bench [--only NAME[,NAME]] [--threads N[,M]] [--json FILE] [--workloads PATH] [--budget SECONDS] [--schedule S] [--search] [--interleave] [--no-huge-pages]");
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other} (try --help)")),
@@ -174,26 +184,30 @@ const COMPILES: usize = 7;
 fn run_workload(w: &Value, args: &Args, peak: &PeakLoop) -> Result<Vec<Measured>, String> {
     let (budget, schedule) = (args.budget, args.schedule.as_ref());
     let formula = w["formula"].as_str().ok_or("no formula")?;
-    let mut inputs: Vec<(String, ArrayD<f32>)> = Vec::new();
+    let huge = !args.no_huge_pages;
+    let mut inputs: Vec<Input> = Vec::new();
     for (k, (name, shape)) in w["inputs"]
         .as_object()
         .ok_or("no inputs")?
         .iter()
         .enumerate()
     {
-        inputs.push((name.clone(), random(&dims(shape), k as u64 + 1)));
+        let shape = dims(shape);
+        let values = random(&shape, k as u64 + 1);
+        inputs.push(Input::new(name, shape, values, huge));
     }
     // Scatter-form workloads accumulate into a zero output of the given shape.
     if formula.contains("+=") {
-        let out_name = formula.split('[').next().unwrap_or("O").trim().to_string();
+        let out_name = formula.split('[').next().unwrap_or("O").trim();
         let shape = dims(&w["output"]);
-        inputs.push((out_name, ArrayD::zeros(IxDyn(&shape))));
+        let zeros = vec![0.0; shape.iter().product()];
+        inputs.push(Input::new(out_name, shape, zeros, huge));
     }
-    let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
-        inputs.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+    let views: Vec<(&str, ArrayViewD<f32>)> =
+        inputs.iter().map(|a| (a.name.as_str(), a.view())).collect();
     let shapes: Vec<(&str, &[usize])> = inputs
         .iter()
-        .map(|(n, a)| (n.as_str(), a.shape()))
+        .map(|a| (a.name.as_str(), a.shape.as_slice()))
         .collect();
 
     // Compile time: the median of several compiles (the first in a process
@@ -282,19 +296,64 @@ fn dims(v: &Value) -> Vec<usize> {
         .unwrap_or_default()
 }
 
+/// Inputs of this many bytes or more go into huge pages, as numpy's do
+/// (its `madvise_hugepage`, on by default on Linux, applies from 4 MiB).
+const HUGE_PAGES_FROM: usize = 4 << 20;
+
+/// An input tensor and its storage.
+struct Input {
+    name: String,
+    shape: Vec<usize>,
+    storage: Storage,
+}
+
+enum Storage {
+    /// An anonymous mapping advised into transparent huge pages before its
+    /// first touch (the kernel then backs it with 2 MiB pages where it can).
+    HugePages(memmap2::MmapMut),
+    Vector(Vec<f32>),
+}
+
+impl Input {
+    fn new(name: &str, shape: Vec<usize>, values: Vec<f32>, huge: bool) -> Input {
+        let bytes = std::mem::size_of_val(values.as_slice());
+        let mapped = (huge && bytes >= HUGE_PAGES_FROM)
+            .then(|| memmap2::MmapMut::map_anon(bytes).ok())
+            .flatten()
+            .map(|mut m| {
+                // Advice only: without it the mapping still works, in 4 KiB pages.
+                let _ = m.advise(memmap2::Advice::HugePage);
+                bytemuck::cast_slice_mut::<u8, f32>(&mut m).copy_from_slice(&values);
+                m
+            });
+        Input {
+            name: name.to_string(),
+            shape,
+            storage: mapped.map_or(Storage::Vector(values), Storage::HugePages),
+        }
+    }
+
+    fn view(&self) -> ArrayViewD<'_, f32> {
+        let data: &[f32] = match &self.storage {
+            Storage::HugePages(m) => bytemuck::cast_slice(m),
+            Storage::Vector(v) => v,
+        };
+        ArrayViewD::from_shape(IxDyn(&self.shape), data).expect("the shape's element count")
+    }
+}
+
 /// Deterministic values in [-1, 1).
-fn random(shape: &[usize], seed: u64) -> ArrayD<f32> {
+fn random(shape: &[usize], seed: u64) -> Vec<f32> {
     let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let n: usize = shape.iter().product();
-    let v = (0..n)
+    (0..n)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
-        .collect();
-    ArrayD::from_shape_vec(IxDyn(shape), v).expect("shape")
+        .collect()
 }
 
 /// Flops of a workload, as `workloads.json`'s `_doc` (and peers.py) define them.
