@@ -34,11 +34,12 @@ pub fn emit_nest(
     nest: &Stmt,
     split_parallel: bool,
     fma: bool,
+    share_broadcasts: bool,
     libm: &Libm,
     frontend: TargetFrontendConfig,
     clfunc: &mut ir::Function,
     fctx: &mut FunctionBuilderContext,
-) -> Result<()> {
+) -> Result<bool> {
     let mut refs = Vec::new();
     for op in [UnOp::Exp, UnOp::Log, UnOp::Tanh, UnOp::Sigmoid] {
         refs.push((op, libm.import(op, clfunc).expect("declared")));
@@ -68,6 +69,8 @@ pub fn emit_nest(
         carried_vectors: 0,
         broadcasts: Vec::new(),
         shared: Vec::new(),
+        share_broadcasts,
+        shared_any: false,
         stored_constants: stored_constants(nest),
     };
     // Base pointers of the buffers the nest touches, loaded once on entry.
@@ -80,8 +83,9 @@ pub fn emit_nest(
     e.stmt(nest)?;
     e.b.ins().return_(&[]);
     e.b.seal_all_blocks();
+    let shared = e.shared_any;
     e.b.finalize(frontend);
-    Ok(())
+    Ok(shared)
 }
 
 struct Emitter<'a, 'f> {
@@ -114,6 +118,10 @@ struct Emitter<'a, 'f> {
     /// Broadcasts the innermost loop being emitted loads once and keeps in
     /// a register for all their uses (see `shared_broadcasts`).
     shared: Vec<(BufId, Vec<Affine>)>,
+    /// Whether broadcasts may be shared at all (see `shared_broadcasts`).
+    share_broadcasts: bool,
+    /// Whether some loop of the nest shares broadcasts.
+    shared_any: bool,
     /// Constants the nest's stores use (see `stored_constants`).
     stored_constants: usize,
     /// Buffers whose loads Cranelift may move (see [`movable_loads`]).
@@ -393,6 +401,7 @@ impl Emitter<'_, '_> {
             .filter(|c| self.func.locals[c.index()].lanes > 1)
             .count();
         self.shared = self.shared_broadcasts(l, &carried);
+        self.shared_any |= !self.shared.is_empty();
         // Registers carried around the loop: in a tile that shares
         // broadcasts, in the body's order (row by row, so each broadcast
         // lives across its row only); otherwise in their numbering
@@ -540,7 +549,7 @@ impl Emitter<'_, '_> {
             self.carried_vectors + 1 + most_operands_live(&l.body, carried) + self.stored_constants
                 <= VECTOR_REGISTERS
         };
-        if !innermost(l) || self.carried_vectors == 0 {
+        if !innermost(l) || self.carried_vectors == 0 || !self.share_broadcasts {
             return Vec::new();
         }
         // Broadcasts loaded per use unless shared, in the body's order.
