@@ -228,12 +228,12 @@ struct NativeNest {
 }
 
 /// Build nest `n` of `func` as Cranelift IR and compile it. A nest whose
-/// register tile shares broadcasts (see `emit`'s `shared_broadcasts`) is
-/// checked for spilled vector registers, and where it has them, built
-/// again without sharing: the estimate of the registers sharing needs is
-/// not the register allocator's, and a spill in a tile loop costs more
-/// than sharing saves (a 1x1 convolution over 7×7 pixels: 43 GFLOP/s
-/// sharing with one accumulator spilled, 51.5 without sharing).
+/// register tile shares broadcasts (see `emit`'s `shared_broadcasts`) and
+/// whose code then spills vector registers is built again without
+/// sharing: the estimate of the registers sharing needs is not the
+/// register allocator's, and a spill in a tile loop costs more than
+/// sharing saves (a 1x1 convolution over 7×7 pixels: 43 GFLOP/s sharing
+/// with one accumulator spilled, 50.5 without sharing).
 #[allow(clippy::too_many_arguments)]
 fn compile_nest(
     func: &Func,
@@ -246,19 +246,18 @@ fn compile_nest(
     fctx: &mut FunctionBuilderContext,
 ) -> Result<NativeNest> {
     let mut build = |share| build_nest(func, n, id, isa, libm, sig, ctx, fctx, share);
-    let (nest, spills) = build(true)?;
-    match spills {
-        true => Ok(NativeNest {
-            rebuilt: true,
-            ..build(false)?.0
-        }),
-        false => Ok(nest),
+    let (nest, shares) = build(true)?;
+    if !(shares && spills_vector_registers(&nest.code)) {
+        return Ok(nest);
     }
+    Ok(NativeNest {
+        rebuilt: true,
+        ..build(false)?.0
+    })
 }
 
-/// Nest `n` compiled, sharing broadcasts or not; and whether it shares
-/// them and spills a vector register (found in the disassembly, which is
-/// only made for a nest that shares).
+/// Nest `n` compiled, sharing broadcasts where they fit or not at all;
+/// and whether it shares any.
 #[allow(clippy::too_many_arguments)]
 fn build_nest(
     func: &Func,
@@ -275,7 +274,7 @@ fn build_nest(
     let nest = &func.body[n];
     ctx.clear();
     ctx.func.signature = sig.clone();
-    let shared = emit::emit_nest(
+    let shares = emit::emit_nest(
         func,
         nest,
         parallel_range(nest).is_some(),
@@ -287,15 +286,9 @@ fn build_nest(
         fctx,
     )?;
     let function = ctx.func.clone();
-    ctx.set_disasm(shared);
     let compiled = ctx
         .compile(&**isa, &mut Default::default())
         .map_err(|e| err(format!("{:?}", e.inner)))?;
-    // A vector register moved to or from the stack frame: a spill or reload.
-    let spills = compiled.vcode.as_deref().is_some_and(|text| {
-        text.lines()
-            .any(|line| line.contains("%xmm") && line.contains("(%rsp)"))
-    });
     let alignment = u64::from(compiled.buffer.alignment);
     let code = compiled.code_buffer().to_vec();
     let relocs = compiled
@@ -312,8 +305,29 @@ fn build_nest(
             relocs,
             rebuilt: false,
         },
-        spills,
+        shares,
     ))
+}
+
+/// Whether x64 machine code moves a vector register to or from the stack:
+/// `movdqu` (`F3 [REX] 0F 6F/7F`) with a memory operand based on `rsp`
+/// (ModRM r/m 100, SIB `0x24`), the instruction Cranelift's x64 backend
+/// spills and reloads vector registers with; the nests keep nothing else
+/// on the stack. Reading the bytes costs microseconds, where asking
+/// Cranelift for the disassembly added 20% to the compile time, and
+/// comparing stack frames needs a second compile: most nests spill an
+/// integer register or two in their outer loops, which costs little.
+/// (A false match would only cost the nest its shared broadcasts.)
+fn spills_vector_registers(code: &[u8]) -> bool {
+    let movdqu_rsp = |op: &[u8]| match op {
+        [0x0F, 0x6F | 0x7F, modrm, 0x24, ..] => modrm >> 6 != 0b11 && modrm & 0b111 == 0b100,
+        _ => false,
+    };
+    cfg!(target_arch = "x86_64")
+        && (0..code.len()).any(|k| match &code[k..] {
+            [0xF3, 0x40..=0x4F, rest @ ..] | [0xF3, rest @ ..] => movdqu_rsp(rest),
+            _ => false,
+        })
 }
 
 /// The constant range of the nest's splittable parallel loop: reached from

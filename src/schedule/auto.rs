@@ -858,7 +858,7 @@ const STREAMED_RK: i64 = 32;
 ///
 /// A read indexed by every output variable (GEMV's `A`) is streamed from
 /// memory once, and several rows at a time are several streams: one row at
-/// a time, `STREAMED_RK` elements per step, runs 25–40% faster (one
+/// a time, `STREAMED_RK` elements per step, runs 20–40% faster (one
 /// stream per core is what the hardware prefetcher follows best).
 fn reduction_candidate(st: &Statement) -> Option<Schedule> {
     let extent = |v: usize| st.vars[v].hi - st.vars[v].lo;
