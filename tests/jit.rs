@@ -576,6 +576,14 @@ fn parallel_loops_split_between_threads() {
         );
         let got = k.run(&[("I", i.view()), ("W", w.view())]).unwrap();
         assert_close(&got["O"], &want["O"], 1e-4);
+        // Back to back (workers spinning) and after pauses longer than
+        // their spin (asleep: the caller takes the chunks they have not
+        // come for, and a task that runs late finds none left).
+        for pause in [0, 1, 0, 0, 2, 1] {
+            std::thread::sleep(std::time::Duration::from_millis(pause));
+            let got = k.run(&[("I", i.view()), ("W", w.view())]).unwrap();
+            assert_close(&got["O"], &want["O"], 1e-4);
+        }
     }
 }
 

@@ -6,15 +6,14 @@
 //! costs about as much again, and kernels run back to back (the nests of
 //! one program, a model's layers) would pay it every time.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender, TryRecvError};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long an idle worker polls for its next task before sleeping.
 const SPIN: Duration = Duration::from_micros(200);
 
-/// A piece of work: runs on a worker, then counts itself done.
+/// A piece of work for a worker.
 pub type Task = Box<dyn FnOnce() + Send + 'static>;
 
 struct Pool {
@@ -29,41 +28,25 @@ fn pool() -> &'static Pool {
     })
 }
 
-/// Run `tasks` on worker threads and `mine` on the calling thread; return
-/// when all are done. Workers are started on first need.
-pub fn run_parallel(tasks: Vec<Task>, mine: impl FnOnce()) {
-    let pending = Arc::new(AtomicUsize::new(tasks.len()));
-    {
-        let mut workers = pool().workers.lock().unwrap_or_else(|e| e.into_inner());
-        while workers.len() < tasks.len() {
-            let (tx, rx) = channel::<Task>();
-            std::thread::spawn(move || {
-                while let Some(task) = next_task(&rx) {
-                    task();
-                }
-            });
-            workers.push(tx);
-        }
-        for (task, worker) in tasks.into_iter().zip(workers.iter()) {
-            let pending = pending.clone();
-            let job: Task = Box::new(move || {
+/// Hand `tasks` to worker threads, one each, and return at once (workers
+/// are started on first need). The caller waits for what it needs done
+/// (see `exec::run`): a task a sleeping worker runs late must then find
+/// nothing left to do.
+pub fn hand_out(tasks: Vec<Task>) {
+    let mut workers = pool().workers.lock().unwrap_or_else(|e| e.into_inner());
+    while workers.len() < tasks.len() {
+        let (tx, rx) = channel::<Task>();
+        std::thread::spawn(move || {
+            while let Some(task) = next_task(&rx) {
                 task();
-                pending.fetch_sub(1, Ordering::Release);
-            });
-            worker
-                .send(job)
-                .expect("workers live as long as the process");
-        }
+            }
+        });
+        workers.push(tx);
     }
-    mine();
-    let mut spins = 0u32;
-    while pending.load(Ordering::Acquire) > 0 {
-        spins += 1;
-        if spins < 10_000 {
-            std::hint::spin_loop();
-        } else {
-            std::thread::yield_now();
-        }
+    for (task, worker) in tasks.into_iter().zip(workers.iter()) {
+        worker
+            .send(task)
+            .expect("workers live as long as the process");
     }
 }
 
