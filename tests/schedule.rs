@@ -242,6 +242,19 @@ fn vectorized_reductions_keep_partial_sums_in_lanes() {
     assert!(dump.contains("O[c] max= hmax(I[c, 4*xo]x4)"), "{dump}");
 }
 
+/// [`check`], and the JIT's outputs on one and two threads against the
+/// reference too (within `tolerance`).
+fn check_jitted(src: &str, inputs: &Inputs, sched: &str, tolerance: f32) -> String {
+    let dump = check(src, inputs, sched);
+    let want = reference(src, inputs);
+    for got in jitted(src, inputs, sched) {
+        for (name, w) in &want {
+            assert_close(&got[name], w, tolerance);
+        }
+    }
+    dump
+}
+
 #[test]
 fn an_unrolled_reduction_takes_turns_among_registers() {
     // One GEMV row at a time, eight vectors per step: eight partial sums
@@ -249,23 +262,16 @@ fn an_unrolled_reduction_takes_turns_among_registers() {
     let sched = "split k 32; split ki 4; reorder i ko kio kii; unroll kio; vectorize kii; accumulate ko; parallel i";
     for (m, k) in [(3, 64), (5, 75), (2, 200)] {
         let i = inputs(&[("A", rand(&[m, k], 1)), ("B", rand(&[k], 2))]);
-        let dump = check("O[i] = A[i,k] * B[k]", &i, sched);
+        let dump = check_jitted("O[i] = A[i,k] * B[k]", &i, sched, 1e-4);
         assert!(dump.contains("acc7 = splat(0.0)"), "{dump}");
         assert!(
             dump.contains("acc7 += A[i, 32*ko + 28]x4 * B[32*ko + 28]x4"),
             "{dump}"
         );
         assert!(
-            dump.contains(
-                "acc0 += acc7
-    O[i] += hsum(acc0)"
-            ),
+            dump.contains("acc0 += acc7\n    O[i] += hsum(acc0)"),
             "{dump}"
         );
-        let want = reference("O[i] = A[i,k] * B[k]", &i);
-        for got in jitted("O[i] = A[i,k] * B[k]", &i, sched) {
-            assert_close(&got["O"], &want["O"], 1e-4);
-        }
     }
     // Max: the extra registers start at -inf; a scalar tile (no vector)
     // takes turns the same way, starting from the identity constant.
@@ -274,40 +280,28 @@ fn an_unrolled_reduction_takes_turns_among_registers() {
         (
             "split x 16; split xi 4; reorder c xo xio xii; unroll xio; vectorize xii; accumulate xo",
             "acc3 = splat(-inf)",
-            "acc0 max= acc3
-    O[c] max= hmax(acc0)",
+            "acc0 max= acc3\n    O[c] max= hmax(acc0)",
         ),
         (
             "split x 4; reorder c xo xi; unroll xi; accumulate xo",
             "acc3 = -inf",
-            "acc0 max= acc3
-    O[c] = acc0",
+            "acc0 max= acc3\n    O[c] = acc0",
         ),
     ] {
-        let dump = check("O[c] max= I[c, x]", &i, sched);
+        let dump = check_jitted("O[c] max= I[c, x]", &i, sched, 0.0);
         assert!(dump.contains(first), "{dump}");
         assert!(dump.contains(turn), "{dump}");
-        let want = reference("O[c] max= I[c, x]", &i);
-        for got in jitted("O[c] max= I[c, x]", &i, sched) {
-            assert_close(&got["O"], &want["O"], 0.0);
-        }
     }
     // A tile with enough registers already (8 rows) keeps one per element;
     // so does a loop of one pass (straight-line code).
-    let i = inputs(&[("A", rand(&[8, 64], 1)), ("B", rand(&[64], 2))]);
-    let dump = check(
-        "O[i] = A[i,k] * B[k]",
-        &i,
-        "split k 8; split ki 4; split i 8; reorder io ko ii kio kii; unroll ii; unroll kio; vectorize kii; accumulate ko",
-    );
-    assert!(!dump.contains("acc8"), "{dump}");
-    let i = inputs(&[("A", rand(&[2, 16], 1)), ("B", rand(&[16], 2))]);
-    let dump = check(
-        "O[i] = A[i,k] * B[k]",
-        &i,
-        "split k 16; split ki 4; reorder i ko kio kii; unroll kio; vectorize kii; accumulate ko",
-    );
-    assert!(!dump.contains("acc1"), "{dump}");
+    for (m, k, sched, first_copy) in [
+        (8, 64, "split k 8; split ki 4; split i 8; reorder io ko ii kio kii; unroll ii; unroll kio; vectorize kii; accumulate ko", "acc8"),
+        (2, 16, "split k 16; split ki 4; reorder i ko kio kii; unroll kio; vectorize kii; accumulate ko", "acc1"),
+    ] {
+        let i = inputs(&[("A", rand(&[m, k], 1)), ("B", rand(&[k], 2))]);
+        let dump = check("O[i] = A[i,k] * B[k]", &i, sched);
+        assert!(!dump.contains(first_copy), "{dump}");
+    }
 }
 
 #[test]

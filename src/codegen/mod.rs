@@ -245,68 +245,51 @@ fn compile_nest(
     ctx: &mut Context,
     fctx: &mut FunctionBuilderContext,
 ) -> Result<NativeNest> {
-    let mut build = |share| build_nest(func, n, id, isa, libm, sig, ctx, fctx, share);
-    let (nest, shares) = build(true)?;
-    if !(shares && spills_vector_registers(&nest.code)) {
-        return Ok(nest);
+    let err = |e: String| Error::unspanned(ErrorKind::Codegen(e));
+    let nest = &func.body[n];
+    // The nest compiled, sharing broadcasts where they fit or not at all;
+    // and whether it shares any.
+    let mut build = |share_broadcasts: bool| -> Result<(NativeNest, bool)> {
+        ctx.clear();
+        ctx.func.signature = sig.clone();
+        let shares = emit::emit_nest(
+            func,
+            nest,
+            parallel_range(nest).is_some(),
+            has_fma(isa),
+            share_broadcasts,
+            libm,
+            isa.frontend_config(),
+            &mut ctx.func,
+            fctx,
+        )?;
+        let function = ctx.func.clone();
+        let compiled = ctx
+            .compile(&**isa, &mut Default::default())
+            .map_err(|e| err(format!("{:?}", e.inner)))?;
+        let relocs = compiled
+            .buffer
+            .relocs()
+            .iter()
+            .map(|r| ModuleReloc::from_mach_reloc(r, &function, id))
+            .collect();
+        let native = NativeNest {
+            alignment: u64::from(compiled.buffer.alignment),
+            code: compiled.code_buffer().to_vec(),
+            function,
+            relocs,
+            rebuilt: false,
+        };
+        Ok((native, shares))
+    };
+    let (native, shares) = build(true)?;
+    if !(shares && spills_vector_registers(&native.code)) {
+        return Ok(native);
     }
     Ok(NativeNest {
         rebuilt: true,
         ..build(false)?.0
     })
-}
-
-/// Nest `n` compiled, sharing broadcasts where they fit or not at all;
-/// and whether it shares any.
-#[allow(clippy::too_many_arguments)]
-fn build_nest(
-    func: &Func,
-    n: usize,
-    id: FuncId,
-    isa: &OwnedTargetIsa,
-    libm: &libm::Libm,
-    sig: &ir::Signature,
-    ctx: &mut Context,
-    fctx: &mut FunctionBuilderContext,
-    share_broadcasts: bool,
-) -> Result<(NativeNest, bool)> {
-    let err = |e: String| Error::unspanned(ErrorKind::Codegen(e));
-    let nest = &func.body[n];
-    ctx.clear();
-    ctx.func.signature = sig.clone();
-    let shares = emit::emit_nest(
-        func,
-        nest,
-        parallel_range(nest).is_some(),
-        has_fma(isa),
-        share_broadcasts,
-        libm,
-        isa.frontend_config(),
-        &mut ctx.func,
-        fctx,
-    )?;
-    let function = ctx.func.clone();
-    let compiled = ctx
-        .compile(&**isa, &mut Default::default())
-        .map_err(|e| err(format!("{:?}", e.inner)))?;
-    let alignment = u64::from(compiled.buffer.alignment);
-    let code = compiled.code_buffer().to_vec();
-    let relocs = compiled
-        .buffer
-        .relocs()
-        .iter()
-        .map(|r| ModuleReloc::from_mach_reloc(r, &function, id))
-        .collect();
-    Ok((
-        NativeNest {
-            function,
-            code,
-            alignment,
-            relocs,
-            rebuilt: false,
-        },
-        shares,
-    ))
 }
 
 /// Whether x64 machine code moves a vector register to or from the stack:
