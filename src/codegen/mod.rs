@@ -132,7 +132,7 @@ fn has_fma(isa: &OwnedTargetIsa) -> bool {
 
 /// Compile every nest of `func` but those `leave_out` marks (nests that
 /// never need to run). Nests are built and compiled by Cranelift on up to
-/// [`COMPILE_THREADS`] threads, largest first (each is its own function;
+/// `COMPILE_THREADS` threads, largest first (each is its own function;
 /// the JIT module only links the finished code).
 pub fn compile(func: &Func, leave_out: &[bool]) -> Result<Compiled> {
     let err = |e: String| Error::unspanned(ErrorKind::Codegen(e));

@@ -13,7 +13,7 @@ pub struct MemoryPlan {
     /// buffers using another's storage).
     pub len: Vec<usize>,
     /// Per nest: it only stores constants into a temporary whose values
-    /// persist from one run to the next (see [`runs_once`]), so a run on
+    /// persist from one run to the next (see `runs_once`), so a run on
     /// reused storage skips it (the zero border of a padded copy).
     pub once: Vec<bool>,
     /// Per nest: run once, and its constants are all `+0.0`, which fresh

@@ -108,7 +108,7 @@ pub fn auto_schedule(program: &Program, st: &Statement) -> Schedule {
 /// form's second step) and every read also runs contiguously along a
 /// reduction, vectorizing that reduction instead (no copy) is a candidate
 /// too (and the default where the copy's panel outgrows L1, see
-/// [`long_transposed_panel`]).
+/// `long_transposed_panel`).
 pub fn auto_candidates(program: &Program, st: &Statement) -> Vec<Schedule> {
     let mut out = vec![auto_schedule(program, st)];
     for tile in ALTERNATIVES {
