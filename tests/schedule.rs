@@ -622,6 +622,39 @@ fn deep_windows_get_whole_one_vector_tiles() {
 }
 
 #[test]
+fn reductions_across_rows_sweep_the_rows() {
+    // GEMV with `A` transposed: the reduction steps across `A`'s rows, so
+    // eight rows are swept at a time, the output's vectors in registers
+    // across them; the output in two blocks, one per thread.
+    let i = inputs(&[("A", rand(&[37, 150], 1)), ("B", rand(&[37], 2))]);
+    let sched = automatic_schedule_checked("O[i] = A[k,i] * B[k]", &i);
+    assert_eq!(
+        sched,
+        "split i 80; split ii 8; split iii 4; split k 8; reorder io ko iio ki iiio iiii; unroll ki; unroll iiio; vectorize iiii; accumulate ki; parallel io"
+    );
+    // Column sums and maxima (one block: too few columns to split), and a
+    // batch of them (the batch loop outside, in parallel).
+    let a = inputs(&[("A", rand(&[100, 37], 3))]);
+    for src in ["O[j] = A[i,j]", "O[j] max= A[i,j]"] {
+        let sched = automatic_schedule_checked(src, &a);
+        assert!(
+            sched.starts_with("split j 8; split ji 4; split i 8; reorder io jo ii jio jii;"),
+            "{src}: {sched}"
+        );
+    }
+    let b = inputs(&[("A", rand(&[3, 19, 70], 4)), ("X", rand(&[19], 5))]);
+    let sched = automatic_schedule_checked("O[b,j] = A[b,k,j] * X[k]", &b);
+    assert!(sched.contains("reorder b jo ko jio ki"), "{sched}");
+    assert!(sched.ends_with("parallel b"), "{sched}");
+    // GEMV (its reduction runs along `A`'s rows) streams one row at a time.
+    let g = inputs(&[("A", rand(&[9, 40], 6)), ("B", rand(&[40], 7))]);
+    assert_eq!(
+        automatic_schedule_checked("O[i] = A[i,k] * B[k]", &g),
+        "split k 32; split ki 4; reorder i ko kio kii; unroll kio; vectorize kii; accumulate ko; parallel i"
+    );
+}
+
+#[test]
 fn short_rows_of_a_deep_window_take_a_second_row_dimension() {
     // Four output channels per group fill only four accumulators of a
     // one-vector tile; two output rows make eight, and 12-wide rows in
