@@ -11,10 +11,11 @@
 //! 1. [`syntax::parse`]: text → spanned AST (grammar in `grammar/einjit.pest`);
 //! 2. [`check::check`]: names → ids, affine indices, inferred ranges and shapes;
 //!    [`graph::Dataflow`] checks how statements feed each other;
-//!    [`contract`], [`pad`], [`hoist`], [`fuse`] and [`collapse`] rewrite
-//!    the checked program (contraction order, padded copies, factors
-//!    constant across a reduction, elementwise fusion, dimensions always
-//!    indexed together merged);
+//!    [`contract`], [`widen`], [`pad`], [`hoist`], [`fuse`] and
+//!    [`collapse`] rewrite the checked program (contraction order, short
+//!    rows rounded up to whole vectors, padded copies, factors constant
+//!    across a reduction, elementwise fusion, dimensions always indexed
+//!    together merged);
 //! 3. [`lower::lower`]: checked program → loop-nest IR ([`ir::Func`]), the
 //!    domain rule folded into loop bounds; [`schedule`] shapes and realises
 //!    the nests (tiles, vectors, registers, threads); [`codegen`] compiles
@@ -40,6 +41,7 @@ pub mod runtime;
 pub mod schedule;
 pub mod stride;
 pub mod syntax;
+pub mod widen;
 
 pub use error::{Error, ErrorKind, Result, Span};
 pub use runtime::{Formula, Kernel, Outputs};

@@ -333,6 +333,45 @@ fn factors_constant_across_a_reduction_scale_its_sum_once() {
 /// around it: rows outside whole, the interior rows' columns outside on
 /// either side. Against the reference twice on one kernel (the border is
 /// stored on every run, not left from the first).
+/// A convolution over rows a few elements past a multiple of four (7,
+/// 14) computes into a copy with whole-vector rows and copies its rows
+/// out; a 1x1 convolution (its pixels merge into one long row instead), a
+/// row of 16 and a pipeline's intermediate keep their shapes. Against the
+/// reference on one and two threads.
+#[test]
+fn short_rows_of_a_window_widen_to_whole_vectors() {
+    let conv = "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..H, j in 0..H";
+    for (h, wide) in [(7, 8), (14, 16), (10, 12)] {
+        let src = conv.replace('H', &h.to_string());
+        let shapes: [(&str, &[usize]); 2] = [("I", &[1, 5, h, h]), ("W", &[13, 5, 3, 3])];
+        check_compiled(&src, &shapes, |dump| {
+            let widened = format!("O+wide: temp f32[1, 13, {h}, {wide}]");
+            assert!(dump.contains(&widened), "{widened}\n{dump}");
+            assert!(
+                dump.contains("O[w0, w1, w2, w3] = O+wide[w0, w1, w2, w3]"),
+                "{dump}"
+            );
+            assert!(dump.contains(&format!("j in 0..{wide}  (where")), "{dump}");
+        });
+    }
+    let depthwise = "O[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * W[c,0,rx,ry] where i in 0..7, j in 0..7";
+    check_compiled(
+        depthwise,
+        &[("I", &[1, 6, 7, 7]), ("W", &[6, 1, 3, 3])],
+        |dump| assert!(dump.contains("O+wide"), "{dump}"),
+    );
+    let one_by_one = "O[b,k,i,j] = I[b,c,i,j] * W[k,c,0,0]";
+    let sixteen = "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..16, j in 0..16";
+    let pipeline = "T[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..7, j in 0..7\nO[b,k,i,j] = relu(T[b,k,i,j])";
+    let (i7, i16): (&[usize], &[usize]) = (&[1, 2, 7, 7], &[1, 2, 16, 16]);
+    let (w1, w3): (&[usize], &[usize]) = (&[5, 2, 1, 1], &[3, 2, 3, 3]);
+    for (src, i, w) in [(one_by_one, i7, w1), (sixteen, i16, w3), (pipeline, i7, w3)] {
+        check_compiled(src, &[("I", i), ("W", w)], |dump| {
+            assert!(!dump.contains("+wide"), "{src}\n{dump}")
+        });
+    }
+}
+
 #[test]
 fn a_padding_statement_fills_only_its_border() {
     let src = "P[c,p,q] = I[c,p-1,q-2] where p in 0..9, q in 0..14";
@@ -684,6 +723,29 @@ proptest! {
                 && g.iter().zip(w.iter()).all(|(a, b)| a == b || (a - b).abs() <= 1e-4 * (1.0 + b.abs()));
             prop_assert!(ok, "{src}\ngot  {g}\nwant {w}");
         }
+    }
+
+    #[test]
+    fn windows_over_short_rows_match_the_reference(
+        c in 1usize..4, k in 1usize..4, h in 1usize..5, w in 5usize..18,
+        kh in 1i64..4, kw in 1i64..4, pad in 0i64..2, dilation in 1i64..3, threads in 1usize..3,
+    ) {
+        // Rows of 5–17: some widened to whole vectors, some not.
+        let src = format!(
+            "O[b,k,i,j] = I[b,c,i+rx-{pad},j+{dilation}*ry-{pad}] * W[k,c,rx,ry] where i in 0..{h}, j in 0..{w}"
+        );
+        let inp = inputs(&[
+            ("I", rand(&[1, c, h, w], 1)),
+            ("W", rand(&[k, c, kh as usize, kw as usize], 2)),
+        ]);
+        let want = reference(&src, &inp);
+        let views: Vec<(&str, ndarray::ArrayViewD<f32>)> = inp.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+        let shapes: Vec<(&str, &[usize])> = views.iter().map(|(n, a)| (*n, a.shape())).collect();
+        let kernel = Kernel::compile(&src, &shapes).map_err(|e| TestCaseError::fail(format!("{src}: {e}")))?.with_threads(threads);
+        let got = kernel.run(&views).map_err(|e| TestCaseError::fail(format!("{src}: {e}")))?;
+        let (g, w) = (&got["O"], &want["O"]);
+        let ok = g.shape() == w.shape() && g.iter().zip(w.iter()).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs()));
+        prop_assert!(ok, "{src}\ngot  {g}\nwant {w}\n{}", kernel.scheduled_ir());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::ir::{self, BufKind};
 use crate::schedule::{self, Schedule};
 use crate::syntax::ast;
-use crate::{codegen, collapse, contract, fuse, hoist, lower, pad, phase, stride, syntax};
+use crate::{codegen, collapse, contract, fuse, hoist, lower, pad, phase, stride, syntax, widen};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -473,6 +473,9 @@ impl Formula {
             program = contract::factor_products(&program).0;
         }
         program = phase::split_phases(&program);
+        if self.schedules.iter().all(Option::is_none) {
+            program = widen::widen_rows(&program);
+        }
         program = pad::pad_reads(&program);
         program = stride::split_strides(&program);
         program = hoist::hoist_factors(&program);

@@ -1,0 +1,129 @@
+//! Rows widened to whole vectors: a reduction whose output rows are a few
+//! elements past a multiple of four (a convolution over 7×7 or 14×14
+//! pixels) computes into a copy of its output with rows rounded up —
+//! `O+wide[b, k, i, j] = ... where j in 0..8`, then `O[b, k, i, j] =
+//! O+wide[b, k, i, j]` — so that every row is whole F32X4 vectors: a row of
+//! 7 left three scalar columns beside one vector (3/7 of the work in scalar
+//! code, 13 GFLOP/s), a row of 14 two. The extra columns read past the
+//! input's edge, which the padded copy (`crate::pad`, the next pass) covers
+//! with zeros; their results are never copied out. Checked program →
+//! checked program.
+
+use crate::affine::{Affine, Var};
+use crate::check::{Combine, Init, Origin, Program, Statement, Tensor, TensorId};
+use crate::contract::product_factors;
+use crate::ir::LANES;
+
+/// Rows this long or shorter are widened (longer ones keep a short scalar
+/// tail beside many vectors).
+const MAX_ROW: i64 = 16;
+
+pub fn widen_rows(program: &Program) -> Program {
+    let mut out = program.clone();
+    out.statements.clear();
+    let mut new_index = Vec::new();
+    for (n, st) in program.statements.iter().enumerate() {
+        match widened_width(program, n) {
+            Some(wide) => {
+                let target = st.lhs.tensor;
+                let t = program.tensor(target);
+                let mut shape = t.shape.clone();
+                *shape.last_mut().expect("a row") = wide as usize;
+                let id = TensorId(out.tensors.len() as u32);
+                out.tensors.push(Tensor {
+                    name: format!("{}+wide", t.name),
+                    shape,
+                    origin: Origin::Statement(out.statements.len()),
+                });
+                let mut st = st.clone();
+                st.lhs.tensor = id;
+                let last = st
+                    .lhs
+                    .index
+                    .last()
+                    .and_then(|e| e.as_var())
+                    .expect("a plain row variable");
+                st.vars[last.index()].hi = wide;
+                out.statements.push(st);
+                // The copy back: every element of `O`, read in bounds.
+                let rank = t.shape.len();
+                let index = (0..rank).map(|d| Affine::var(Var(d as u32))).collect();
+                let copy = Statement::copy(
+                    target,
+                    &t.shape,
+                    "w",
+                    &|_| None,
+                    id,
+                    index,
+                    program.statements[n].span,
+                );
+                out.statements.push(copy);
+            }
+            None => out.statements.push(st.clone()),
+        }
+        new_index.push(out.statements.len() - 1);
+    }
+    for t in &mut out.tensors[..program.tensors.len()] {
+        if let Origin::Statement(s) = t.origin {
+            t.origin = Origin::Statement(new_index[s]);
+        }
+    }
+    out
+}
+
+/// The rounded-up row of statement `n`, where it is widened: a sum of
+/// products (whose reads past an edge the padded copy covers with zeros)
+/// with a reduction, the program's one statement, setting every element
+/// of the tensor it returns,
+/// the last index a plain variable spanning a row of 5–16 elements that
+/// is not a multiple of four and rounds up by at most a third, read
+/// through a window of stride 1.
+fn widened_width(program: &Program, n: usize) -> Option<i64> {
+    let st = &program.statements[n];
+    let (mut reads, mut constant) = (Vec::new(), 1.0);
+    if st.combine != Combine::Sum
+        || st.init != Init::Identity
+        || !st.vars.iter().any(|v| v.reduced)
+        || product_factors(&st.rhs, &mut reads, &mut constant).is_none()
+        || !st.epilogues.is_empty()
+    {
+        return None;
+    }
+    // The program's one statement, as `crate::collapse` takes them: in a
+    // pipeline the steps after it fuse into its nest, elementwise or by
+    // slices, which a copy in between would change.
+    let target = st.lhs.tensor;
+    if program.statements.len() != 1 || !program.outputs().contains(&target) {
+        return None;
+    }
+    let shape = &program.tensor(target).shape;
+    let plain = st
+        .lhs
+        .index
+        .iter()
+        .map(|e| e.as_var())
+        .collect::<Option<Vec<Var>>>()?;
+    // Every element set: each dimension's variable spans it whole.
+    let whole = plain
+        .iter()
+        .zip(shape)
+        .all(|(v, &len)| (st.vars[v.index()].lo, st.vars[v.index()].hi) == (0, len as i64));
+    // A window along the row (`j + ry`, stride 1): without one the row
+    // variable indexes like a plain dimension, which `crate::collapse` may
+    // merge with the one before it into long rows (a 1x1 convolution's
+    // `ij`), and a strided window (`2*j + r`) is split by residue instead.
+    let j = *plain.last()?;
+    let reads = st.rhs.reads();
+    let steps = |e: &Affine| e.coeff(j) == 0 || e.coeff(j) == 1;
+    let windowed = |e: &Affine| e.coeff(j) == 1 && e.vars().count() > 1;
+    if !reads.iter().all(|a| a.index.iter().all(steps))
+        || !reads.iter().any(|a| a.index.iter().any(windowed))
+    {
+        return None;
+    }
+    let row = *shape.last()? as i64;
+    let lanes = i64::from(LANES);
+    let wide = (row + lanes - 1) / lanes * lanes;
+    let worth = row % lanes != 0 && row > lanes && row <= MAX_ROW && 3 * (wide - row) <= row;
+    (whole && worth).then_some(wide)
+}
