@@ -19,67 +19,47 @@ use crate::ir::LANES;
 const MAX_ROW: i64 = 16;
 
 pub fn widen_rows(program: &Program) -> Program {
+    let Some(wide) = widened_width(program) else {
+        return program.clone();
+    };
     let mut out = program.clone();
-    out.statements.clear();
-    let mut new_index = Vec::new();
-    for (n, st) in program.statements.iter().enumerate() {
-        match widened_width(program, n) {
-            Some(wide) => {
-                let target = st.lhs.tensor;
-                let t = program.tensor(target);
-                let mut shape = t.shape.clone();
-                *shape.last_mut().expect("a row") = wide as usize;
-                let id = TensorId(out.tensors.len() as u32);
-                out.tensors.push(Tensor {
-                    name: format!("{}+wide", t.name),
-                    shape,
-                    origin: Origin::Statement(out.statements.len()),
-                });
-                let mut st = st.clone();
-                st.lhs.tensor = id;
-                let last = st
-                    .lhs
-                    .index
-                    .last()
-                    .and_then(|e| e.as_var())
-                    .expect("a plain row variable");
-                st.vars[last.index()].hi = wide;
-                out.statements.push(st);
-                // The copy back: every element of `O`, read in bounds.
-                let rank = t.shape.len();
-                let index = (0..rank).map(|d| Affine::var(Var(d as u32))).collect();
-                let copy = Statement::copy(
-                    target,
-                    &t.shape,
-                    "w",
-                    &|_| None,
-                    id,
-                    index,
-                    program.statements[n].span,
-                );
-                out.statements.push(copy);
-            }
-            None => out.statements.push(st.clone()),
-        }
-        new_index.push(out.statements.len() - 1);
-    }
-    for t in &mut out.tensors[..program.tensors.len()] {
-        if let Origin::Statement(s) = t.origin {
-            t.origin = Origin::Statement(new_index[s]);
-        }
-    }
+    let mut st = program.statements[0].clone();
+    let target = st.lhs.tensor;
+    let t = program.tensor(target);
+    let mut shape = t.shape.clone();
+    *shape.last_mut().expect("a row") = wide as usize;
+    let id = TensorId(out.tensors.len() as u32);
+    out.tensors.push(Tensor {
+        name: format!("{}+wide", t.name),
+        shape,
+        origin: Origin::Statement(0),
+    });
+    out.tensors[target.index()].origin = Origin::Statement(1);
+    st.lhs.tensor = id;
+    let row = st.lhs.index.last().and_then(|e| e.as_var());
+    st.vars[row.expect("a plain row variable").index()].hi = wide;
+    // The copy back: every element of `O`, read in bounds.
+    let index = (0..t.shape.len())
+        .map(|d| Affine::var(Var(d as u32)))
+        .collect();
+    let copy = Statement::copy(target, &t.shape, "w", &|_| None, id, index, st.span);
+    out.statements = vec![st, copy];
     out
 }
 
-/// The rounded-up row of statement `n`, where it is widened: a sum of
-/// products (whose reads past an edge the padded copy covers with zeros)
-/// with a reduction, the program's one statement, setting every element
-/// of the tensor it returns,
-/// the last index a plain variable spanning a row of 5–16 elements that
-/// is not a multiple of four and rounds up by at most a third, read
-/// through a window of stride 1.
-fn widened_width(program: &Program, n: usize) -> Option<i64> {
-    let st = &program.statements[n];
+/// The rounded-up row of the program's statement, where it is widened: a
+/// one-statement program, a sum of products (whose reads past an edge the
+/// padded copy covers with zeros) with a reduction, setting every element
+/// of the tensor it returns, the last index a plain variable spanning a
+/// row of 5–16 elements that is not a multiple of four and rounds up by
+/// at most a third, read through a window of stride 1.
+fn widened_width(program: &Program) -> Option<i64> {
+    // One statement, as `crate::collapse` takes them: in a pipeline the
+    // steps after it fuse into its nest, elementwise or by slices, which
+    // a copy in between would change.
+    let [st] = &program.statements[..] else {
+        return None;
+    };
     let (mut reads, mut constant) = (Vec::new(), 1.0);
     if st.combine != Combine::Sum
         || st.init != Init::Identity
@@ -89,11 +69,8 @@ fn widened_width(program: &Program, n: usize) -> Option<i64> {
     {
         return None;
     }
-    // The program's one statement, as `crate::collapse` takes them: in a
-    // pipeline the steps after it fuse into its nest, elementwise or by
-    // slices, which a copy in between would change.
     let target = st.lhs.tensor;
-    if program.statements.len() != 1 || !program.outputs().contains(&target) {
+    if !program.outputs().contains(&target) {
         return None;
     }
     let shape = &program.tensor(target).shape;
