@@ -59,8 +59,7 @@ fn mergeable(program: &Program, x: usize, y: usize) -> Option<Vec<(usize, usize)
     let mut at: Vec<(usize, usize)> = Vec::new();
     let mut used = false;
     for a in accesses(st) {
-        let uses = |v: Var| a.index.iter().any(|e| e.coeff(v) != 0);
-        if !uses(x) && !uses(y) {
+        if !a.uses(x) && !a.uses(y) {
             continue;
         }
         used = true;

@@ -137,6 +137,13 @@ pub struct Access {
     pub span: Span,
 }
 
+impl Access {
+    /// Whether some index of the access depends on variable `v`.
+    pub fn uses(&self, v: Var) -> bool {
+        self.index.iter().any(|e| e.coeff(v) != 0)
+    }
+}
+
 /// A checked right-hand side.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Expr {

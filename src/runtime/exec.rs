@@ -116,7 +116,7 @@ fn run_split(f: NestFn, p: Pointers, lo: i64, hi: i64, threads: usize) {
     let next = Arc::new(AtomicI64::new(lo));
     let done = Arc::new(AtomicI64::new(0));
     let take = {
-        let (next, done) = (next.clone(), done.clone());
+        let done = done.clone();
         move || loop {
             let a = next.fetch_add(size, Ordering::Relaxed);
             if a >= hi {

@@ -473,7 +473,10 @@ impl Formula {
             program = contract::factor_products(&program).0;
         }
         program = phase::split_phases(&program);
-        if self.schedules.iter().all(Option::is_none) {
+        // (A schedule the user gives names the loops as written: passes
+        // that rename loops or add statements stay off.)
+        let unscheduled = self.schedules.iter().all(Option::is_none);
+        if unscheduled {
             program = widen::widen_rows(&program);
         }
         program = pad::pad_reads(&program);
@@ -487,8 +490,7 @@ impl Formula {
                 .collect();
             program = fuse::fuse_elementwise(&program, &scheduled);
         }
-        // (A schedule the user gives names the loops as written.)
-        if self.schedules.iter().all(Option::is_none) {
+        if unscheduled {
             program = collapse::collapse_dimensions(&program);
         }
         let given: Vec<Option<Schedule>> = program

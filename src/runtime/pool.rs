@@ -30,7 +30,7 @@ fn pool() -> &'static Pool {
 
 /// Hand `tasks` to worker threads, one each, and return at once (workers
 /// are started on first need). The caller waits for what it needs done
-/// (see `exec::run`): a task a sleeping worker runs late must then find
+/// (see `exec::run_split`): a task a sleeping worker runs late must then find
 /// nothing left to do.
 pub fn hand_out(tasks: Vec<Task>) {
     let mut workers = pool().workers.lock().unwrap_or_else(|e| e.into_inner());

@@ -183,8 +183,7 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
     // fewest loads per FMA — a read independent of it is loaded once for
     // all rows (GEMM's B, a convolution's input across output channels, a
     // depthwise kernel's weight across rows); none if no row saves a load.
-    let uses =
-        |a: &crate::check::Access, x: usize| a.index.iter().any(|e| e.coeff(Var(x as u32)) != 0);
+    let uses = |a: &crate::check::Access, x: usize| a.uses(Var(x as u32));
     // Loads per FMA (×1000) of a tile of `nr` lanes whose rows run over
     // the given dimensions, `(dimension, rows)` each: a read is loaded once
     // per row of each dimension it uses, once per vector if it uses `v`.
@@ -533,8 +532,7 @@ fn blocked_gemm(program: &Program, st: &Statement, tile: Tile) -> Option<Schedul
     };
     let v = vector_dim(st)?;
     let reads = st.rhs.reads();
-    let uses =
-        |a: &crate::check::Access, x: usize| a.index.iter().any(|e| e.coeff(Var(x as u32)) != 0);
+    let uses = |a: &crate::check::Access, x: usize| a.uses(Var(x as u32));
     let [a, b] = reads.as_slice() else {
         return None;
     };
@@ -876,21 +874,16 @@ fn reduction_candidate(st: &Statement) -> Option<Schedule> {
     let extent = |v: usize| st.vars[v].hi - st.vars[v].lo;
     let reads = st.rhs.reads();
     let streamed = reads.iter().any(|a| {
-        st.vars.iter().enumerate().all(|(k, x)| {
-            x.reduced || extent(k) == 1 || a.index.iter().any(|e| e.coeff(Var(k as u32)) != 0)
-        })
+        (0..st.vars.len()).all(|x| st.vars[x].reduced || extent(x) == 1 || a.uses(Var(x as u32)))
     });
     // The innermost-read reduction variable: last index, step 1, nowhere else.
     let r = (0..st.vars.len()).rev().find(|&r| {
         let var = Var(r as u32);
         st.vars[r].reduced
             && extent(r) >= RK
-            && reads
-                .iter()
-                .any(|a| a.index.iter().any(|e| e.coeff(var) != 0))
+            && reads.iter().any(|a| a.uses(var))
             && reads.iter().all(|a| {
-                !a.index.iter().any(|e| e.coeff(var) != 0)
-                    || crate::schedule::vectorize::strided(&a.index, var) == Some(1)
+                !a.uses(var) || crate::schedule::vectorize::strided(&a.index, var) == Some(1)
             })
     })?;
     let (rows, rk) = match streamed {
@@ -963,14 +956,23 @@ fn reduction_candidate(st: &Statement) -> Option<Schedule> {
     d.push(Directive::Vectorize(format!("{rn}ii")));
     // Keep the partial sums in registers across every reduction loop.
     d.push(Directive::Accumulate(reduced[0].clone()));
-    let trips = |n: &String| match st.vars.iter().position(|x| &x.name == n) {
-        Some(k) => extent(k),
-        None => u.map_or(1, |u| (extent(u) + rows - 1) / rows),
-    };
-    if let Some(p) = outer.iter().find(|n| trips(n) > 1) {
-        d.push(Directive::Parallel(p.clone()));
-    }
+    let row_tiles = u.map_or(1, |u| (extent(u) + rows - 1) / rows);
+    d.extend(parallel_outer(st, &outer, row_tiles));
     Some(Schedule(d))
+}
+
+/// `parallel` on the first of the `outer` loops with more than one
+/// iteration: a statement variable by its extent, the one split loop among
+/// them by `split_trips`.
+fn parallel_outer(st: &Statement, outer: &[String], split_trips: i64) -> Option<Directive> {
+    let trips = |n: &String| match st.vars.iter().find(|x| &x.name == n) {
+        Some(x) => x.hi - x.lo,
+        None => split_trips,
+    };
+    outer
+        .iter()
+        .find(|n| trips(n) > 1)
+        .map(|p| Directive::Parallel(p.clone()))
 }
 
 /// Rows swept together by [`row_sweep`], and the output's elements per
@@ -1053,13 +1055,7 @@ fn row_sweep(st: &Statement, v: usize) -> Option<Schedule> {
     d.push(Directive::Unroll(format!("{v0}io")));
     d.push(Directive::Vectorize(format!("{v0}ii")));
     d.push(Directive::Accumulate(format!("{rn}i")));
-    let trips = |n: &String| match st.vars.iter().position(|x| &x.name == n) {
-        Some(x) => extent(x),
-        None => (extent(v) + block - 1) / block,
-    };
-    if let Some(p) = outer.iter().find(|n| trips(n) > 1) {
-        d.push(Directive::Parallel(p.clone()));
-    }
+    d.extend(parallel_outer(st, &outer, (extent(v) + block - 1) / block));
     Some(Schedule(d))
 }
 
@@ -1085,13 +1081,12 @@ fn vector_dim(st: &Statement) -> Option<usize> {
     // loop (GEMM's `B[j,k]` in `A[k,i] * B[j,k]`, across `i`): packed once,
     // see [`packs`]. (GEMV's `A[i,k]` and a global pool's input are read
     // once: a transposing copy would double their memory traffic.)
-    let uses = |a: &crate::check::Access, v: Var| a.index.iter().any(|e| e.coeff(v) != 0);
     let along_last = |a: &crate::check::Access| steps_along_last(&a.index, last);
     let loop_over = |x: &crate::check::IndexVar| x.hi - x.lo > 1;
     let reduction = st.vars.iter().any(|x| x.reduced && loop_over(x));
     let reused = |a: &crate::check::Access| {
         (0..st.vars.len())
-            .any(|x| !st.vars[x].reduced && loop_over(&st.vars[x]) && !uses(a, Var(x as u32)))
+            .any(|x| !st.vars[x].reduced && loop_over(&st.vars[x]) && !a.uses(Var(x as u32)))
     };
     let reads = st.rhs.reads();
     let vectorizes = st.epilogue_reads().into_iter().all(along_last)
