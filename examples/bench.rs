@@ -370,6 +370,12 @@ fn flops(w: &Value) -> f64 {
         "gemm" => 2.0 * g("M") * g("N") * g("K"),
         "bilinear" => 3.0 * g("I") * g("J") * g("K") * g("L"),
         "gcn" => 3.0 * g("N") * g("N") * g("C") * g("H"),
+        // A layout change (benches/shapes.json): one per element moved.
+        "permute" => w["inputs"]
+            .as_object()
+            .and_then(|m| m.values().next())
+            .and_then(Value::as_array)
+            .map_or(f64::NAN, |s| s.iter().filter_map(Value::as_f64).product()),
         _ => {
             let sp = list("spatial");
             let k = list("kernel");

@@ -739,6 +739,31 @@ proptest! {
     }
 
     #[test]
+    fn permutations_match_the_reference(
+        dims in prop::collection::vec(1usize..20, 2..5), code in 0usize..24, plus in any::<bool>(),
+    ) {
+        // Any layout change of a 2-4D tensor (transposing ones are tiled),
+        // alone or added to an operand laid out like the output; sizes of
+        // 1 and partial tiles included; one and two threads.
+        let n = dims.len();
+        let (mut rest, mut code, mut perm) = ((0..n).collect::<Vec<_>>(), code, Vec::new());
+        for k in (1..=n).rev() {
+            perm.push(rest.remove(code % k));
+            code /= k;
+        }
+        let names = ["a", "b", "c", "d"];
+        let out: Vec<&str> = perm.iter().map(|&p| names[p]).collect();
+        let permuted: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
+        let (out, read) = (out.join(","), names[..n].join(","));
+        let src = match plus {
+            true => format!("O[{out}] = X[{read}] + 2*Y[{out}]"),
+            false => format!("O[{out}] = X[{read}]"),
+        };
+        let shapes: Vec<(&str, &[usize])> = [("X", &dims[..]), ("Y", &permuted[..])][..1 + plus as usize].to_vec();
+        check_compiled(&src, &shapes, |_| {});
+    }
+
+    #[test]
     fn malformed_programs_are_errors_not_panics(seed in prop::collection::vec(0u32..10_000, 24), cut in 0usize..60, junk in "[\\[\\]()*+=,;a-z0-9.-]{0,3}") {
         let (src, shapes) = random_program(&seed);
         let mut bad = src.clone();
