@@ -99,6 +99,48 @@ fn run_into_updates_the_callers_array() {
 }
 
 #[test]
+fn run_into_writes_row_major_arrays_in_place() {
+    // Two outputs: `O` given row-major (written in place, on one and two
+    // threads: 300 x 200 is enough to split), `T` given as a transposed
+    // view (computed apart, then assigned). Run twice into the same
+    // arrays: the second run overwrites the first's results whole.
+    let src = "T[i,j] = A[i,j] * 2; O[j,i] = T[i,j] + B[j,i]";
+    let (a, b) = (rand(&[300, 200], 1), rand(&[200, 300], 2));
+    let want = reference(src, &inputs(&[("A", a.clone()), ("B", b.clone())]));
+    let f = Formula::new(src)
+        .unwrap()
+        .with_outputs(OutputSelection::All);
+    for threads in [1, 2] {
+        let k = f
+            .compile(&[("A", a.shape()), ("B", b.shape())])
+            .unwrap()
+            .with_threads(threads);
+        let mut o = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[200, 300]));
+        let mut t_storage = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[200, 300]));
+        let mut t = t_storage.view_mut().reversed_axes();
+        assert!(!t.is_standard_layout());
+        for _ in 0..2 {
+            k.run_into(
+                &[("A", a.view()), ("B", b.view())],
+                &mut [("O", o.view_mut()), ("T", t.view_mut())],
+            )
+            .unwrap();
+            assert_close(&o, &want["O"], 1e-5);
+            assert_close(&t.to_owned(), &a.mapv(|x| x * 2.0), 1e-6);
+        }
+    }
+    // `+=` into a row-major array not passed as an input: starts from its
+    // contents (the array is read, so it is computed apart and copied).
+    let k = Kernel::compile("O[i,j] += A[j,i]", &[("A", &[4, 3]), ("O", &[3, 4])]).unwrap();
+    let a = rand(&[4, 3], 3);
+    let mut o = rand(&[3, 4], 4);
+    let expected = &o + &a.t();
+    k.run_into(&[("A", a.view())], &mut [("O", o.view_mut())])
+        .unwrap();
+    assert_close(&o, &expected, 1e-6);
+}
+
+#[test]
 fn user_schedules_apply_and_show_in_the_dump() {
     let src = "O[i,j] = A[i,k] * B[k,j]";
     let (a, b) = (rand(&[5, 3], 1), rand(&[3, 9], 2));

@@ -3,7 +3,6 @@
 
 use super::pool;
 use crate::codegen::{Compiled, NestFn};
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
@@ -16,9 +15,21 @@ use std::sync::Arc;
 /// on one thread, 12 on two.
 const PARALLEL_MIN_WORK: f64 = 20_000.0;
 
-/// One buffer's storage for a run: borrowed input data or owned memory.
+/// Where a buffer's elements live during a run.
+pub enum Storage<'a> {
+    /// A caller's input, row-major contiguous: read in place.
+    Borrowed(&'a [f32]),
+    /// Memory of the run: an input copied to row-major order, an
+    /// intermediate, or an output returned to the caller.
+    Owned(Vec<f32>),
+    /// A caller's output array, row-major contiguous: written in place
+    /// ([`super::Kernel::run_into`]).
+    Caller(&'a mut [f32]),
+}
+
+/// One buffer's storage for a run.
 pub struct Bound<'a> {
-    pub data: Cow<'a, [f32]>,
+    pub data: Storage<'a>,
     /// For an output: its length. Its storage is then the spare capacity
     /// of `data` (an empty vector), which the nests write whole: every
     /// output version's statement sets each element first (a fill, or an
@@ -26,21 +37,37 @@ pub struct Bound<'a> {
     pub output: Option<usize>,
 }
 
-impl Bound<'_> {
+impl<'a> Bound<'a> {
     /// Storage for an output of `len` elements, not yet written; `None`
     /// if the memory cannot be had.
     pub fn output(len: usize) -> Option<Bound<'static>> {
         let mut v = Vec::new();
         v.try_reserve_exact(len).ok()?;
-        if POISON_OUTPUTS.load(std::sync::atomic::Ordering::Relaxed) {
+        if poisoned() {
             v.resize(len, f32::NAN);
             v.clear();
         }
         Some(Bound {
-            data: Cow::Owned(v),
+            data: Storage::Owned(v),
             output: Some(len),
         })
     }
+
+    /// The caller's array as an output's storage (written whole, like
+    /// [`Bound::output`]'s).
+    pub fn caller(target: &'a mut [f32]) -> Bound<'a> {
+        if poisoned() {
+            target.fill(f32::NAN);
+        }
+        Bound {
+            data: Storage::Caller(target),
+            output: None,
+        }
+    }
+}
+
+fn poisoned() -> bool {
+    POISON_OUTPUTS.load(Ordering::Relaxed)
 }
 
 /// See [`super::poison_outputs`].
@@ -75,9 +102,10 @@ pub fn run(
     let own: Vec<*mut f32> = buffers
         .iter_mut()
         .map(|b| match &mut b.data {
-            Cow::Borrowed(s) => s.as_ptr() as *mut f32,
+            Storage::Borrowed(s) => s.as_ptr() as *mut f32,
             // (An output's pointer is to its spare capacity.)
-            Cow::Owned(v) => v.as_mut_ptr(),
+            Storage::Owned(v) => v.as_mut_ptr(),
+            Storage::Caller(s) => s.as_mut_ptr(),
         })
         .collect();
     let ptrs: Vec<*mut f32> = owner.iter().map(|&o| own[o]).collect();
@@ -94,7 +122,7 @@ pub fn run(
         }
     }
     for b in buffers.iter_mut() {
-        if let (Some(len), Cow::Owned(v)) = (b.output, &mut b.data) {
+        if let (Some(len), Storage::Owned(v)) = (b.output, &mut b.data) {
             assert!(v.capacity() >= len, "an output's storage");
             // SAFETY: the nests just run wrote every one of the output's
             // `len` elements (see `Bound::output`) into this capacity, and

@@ -9,6 +9,8 @@ mod pool;
 
 pub use memory::MemoryPlan;
 
+use exec::Storage;
+
 use crate::check::{self, Origin};
 use crate::error::{Error, ErrorKind, Result};
 use crate::ir::{self, BufKind};
@@ -16,7 +18,6 @@ use crate::schedule::{self, Schedule};
 use crate::syntax::ast;
 use crate::{codegen, collapse, contract, fuse, hoist, lower, pad, phase, stride, syntax, widen};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD, IxDyn};
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -177,7 +178,17 @@ impl Kernel {
     /// Run on named inputs (any ndarray views: strided and transposed ones
     /// are copied once into row-major order) and return the outputs by name.
     pub fn run(&self, inputs: &[(&str, ArrayViewD<'_, f32>)]) -> Result<Outputs> {
-        let (mut buffers, reused) = self.bind(inputs)?;
+        self.run_writing(inputs, &mut [])
+    }
+
+    /// Run, the outputs named in `targets` written into those slices
+    /// (row-major, each of its output's length), the others returned.
+    fn run_writing(
+        &self,
+        inputs: &[(&str, ArrayViewD<'_, f32>)],
+        targets: &mut [(&str, &mut [f32])],
+    ) -> Result<Outputs> {
+        let (mut buffers, reused) = self.bind(inputs, targets)?;
         // A reused scratch set still holds what the nests run once wrote.
         let skip = if reused { &self.memory.once[..] } else { &[] };
         exec::run(
@@ -187,26 +198,23 @@ impl Kernel {
             self.threads,
             skip,
         );
-        let outputs = self
-            .program
-            .outputs()
-            .into_iter()
-            .map(|t| {
-                let tensor = self.program.tensor(t);
-                let values = std::mem::take(&mut buffers[t.index()].data).into_owned();
+        let mut outputs = Outputs::new();
+        for t in self.program.outputs() {
+            let taken = std::mem::replace(&mut buffers[t.index()].data, Storage::Owned(Vec::new()));
+            if let Storage::Owned(values) = taken {
                 let shape = self.program.caller_shape(t);
                 let array = ArrayD::from_shape_vec(IxDyn(shape), values)
                     .expect("buffer length is the shape's size");
-                (tensor.name.clone(), array)
-            })
-            .collect();
+                outputs.insert(self.program.tensor(t).name.clone(), array);
+            }
+        }
         let set: Vec<Vec<f32>> = self
             .scheduled
             .buffers
             .iter()
             .zip(buffers)
             .map(|(b, bound)| match (b.kind, bound.data) {
-                (BufKind::Temp, Cow::Owned(v)) => v,
+                (BufKind::Temp, Storage::Owned(v)) => v,
                 _ => Vec::new(),
             })
             .collect();
@@ -215,9 +223,12 @@ impl Kernel {
     }
 
     /// Run, writing each output into the caller's array of the same name
-    /// (which must have the output's shape). An output that the program
-    /// accumulates into with `+=` starts from the array's current contents
-    /// when it is not also passed in `inputs`.
+    /// (which must have the output's shape). A row-major contiguous array
+    /// is written in place (no allocation, no copy: a caller that passes
+    /// the same arrays call after call touches no fresh memory); any other
+    /// is assigned from the result. An output that the program accumulates
+    /// into with `+=` starts from the array's current contents when it is
+    /// not also passed in `inputs` (then it is computed apart and copied).
     pub fn run_into(
         &self,
         inputs: &[(&str, ArrayViewD<'_, f32>)],
@@ -242,18 +253,30 @@ impl Kernel {
                 }));
             }
         }
-        // Outputs given by the caller may double as the inputs of `+=`.
-        let mut results = {
-            let mut all: Vec<(&str, ArrayViewD<'_, f32>)> =
-                inputs.iter().map(|(n, a)| (*n, a.view())).collect();
-            for (name, a) in outputs.iter() {
-                if !inputs.iter().any(|(n, _)| n == name) {
-                    all.push((name, a.view()));
-                }
-            }
-            self.run(&all)?
+        // In place: contiguous targets the program does not also read.
+        let read = |name: &str| {
+            self.program
+                .inputs()
+                .any(|t| self.program.tensor(t).name == name)
         };
-        for (name, target) in outputs.iter_mut() {
+        let (mut direct, mut copied): (Vec<_>, Vec<_>) = outputs
+            .iter_mut()
+            .partition(|(name, a)| a.is_standard_layout() && !read(name));
+        // Outputs given by the caller may double as the inputs of `+=`.
+        let mut all: Vec<(&str, ArrayViewD<'_, f32>)> =
+            inputs.iter().map(|(n, a)| (*n, a.view())).collect();
+        for (name, a) in copied.iter() {
+            if !inputs.iter().any(|(n, _)| n == name) {
+                all.push((name, a.view()));
+            }
+        }
+        let mut targets: Vec<(&str, &mut [f32])> = direct
+            .iter_mut()
+            .map(|(name, a)| (*name, a.as_slice_mut().expect("standard layout")))
+            .collect();
+        let mut results = self.run_writing(&all, &mut targets)?;
+        drop(all);
+        for (name, target) in copied.iter_mut() {
             let result = results.remove(*name).expect("checked: an output");
             target.assign(&result);
         }
@@ -267,7 +290,12 @@ impl Kernel {
     fn bind<'a>(
         &self,
         inputs: &'a [(&str, ArrayViewD<'_, f32>)],
+        targets: &'a mut [(&str, &mut [f32])],
     ) -> Result<(Vec<exec::Bound<'a>>, bool)> {
+        let mut targets: Vec<(&str, Option<&'a mut [f32]>)> = targets
+            .iter_mut()
+            .map(|(n, s)| (*n, Some(&mut **s)))
+            .collect();
         named_once(inputs)?;
         let mut out = Vec::with_capacity(self.scheduled.buffers.len());
         let reused = self.scratch.lock().expect("scratch lock").pop();
@@ -286,9 +314,25 @@ impl Kernel {
                     .map_err(|_| out_of_memory(&b.name, len))?;
                 v.resize(len, 0.0);
                 out.push(exec::Bound {
-                    data: Cow::Owned(v),
+                    data: Storage::Owned(v),
                     output: None,
                 });
+                continue;
+            }
+            let target = match b.kind {
+                BufKind::Output => targets
+                    .iter_mut()
+                    .find(|(n, _)| *n == b.name)
+                    .and_then(|(_, s)| s.take()),
+                _ => None,
+            };
+            if let Some(target) = target {
+                assert_eq!(
+                    target.len(),
+                    self.memory.len[i],
+                    "checked: the output's shape"
+                );
+                out.push(exec::Bound::caller(target));
                 continue;
             }
             if b.kind != BufKind::Input {
@@ -306,8 +350,8 @@ impl Kernel {
             tensor.check_input_as(view.map(|v| v.shape()), expected)?;
             let view = view.expect("checked");
             let data = match view.as_slice() {
-                Some(s) => Cow::Borrowed(s),
-                None => Cow::Owned(view.iter().copied().collect()),
+                Some(s) => Storage::Borrowed(s),
+                None => Storage::Owned(view.iter().copied().collect()),
             };
             out.push(exec::Bound { data, output: None });
         }
