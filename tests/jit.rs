@@ -179,9 +179,10 @@ fn dimensions_indexed_together_merge() {
 /// A GEMM whose packed operand is large is cache-blocked: a row block per
 /// thread (the parallel loop, outermost and unpeeled, so both threads
 /// run), then blocks of 512 columns and 256 reduction points, the tile's
-/// accumulators loaded from the output at each reduction block. Partial
-/// blocks and tiles in every dimension (50 rows: 25 per block, tiles of 6;
-/// 520 columns; 260 points), plain, with `B` transposed, and with
+/// accumulators loaded from the output at each reduction block, the blocks
+/// as even as whole tiles allow. Partial blocks and tiles in every
+/// dimension (50 rows: 25 per block, tiles of 6; 522 columns: blocks of
+/// 264 and 258, its last tile partial; 261 points: 131 and 130), plain, with `B` transposed, and with
 /// epilogues (a hoisted divisor; bias and relu), which run once the last
 /// reduction block is done; an odd row count, its column blocks in
 /// parallel instead; and batched, the batch loop outermost: against the
@@ -190,22 +191,22 @@ fn dimensions_indexed_together_merge() {
 fn large_gemms_are_cache_blocked() {
     const GEMM_SRC: &str = "O[i,j] = A[i,k] * B[k,j]";
     for (src, b) in [
-        ("O[i,j] = A[i,k] * B[k,j]", [260, 520]),
-        ("O[i,j] = A[i,k] * B[j,k]", [520, 260]),
-        ("O[i,j] = A[i,k] * B[k,j] / 4", [260, 520]),
+        ("O[i,j] = A[i,k] * B[k,j]", [261, 522]),
+        ("O[i,j] = A[i,k] * B[j,k]", [522, 261]),
+        ("O[i,j] = A[i,k] * B[k,j] / 4", [261, 522]),
         (
             "T[i,j] = A[i,k] * B[k,j]; O[i,j] = relu(T[i,j] + C[j])",
-            [260, 520],
+            [261, 522],
         ),
     ] {
-        let shapes: [(&str, &[usize]); 3] = [("A", &[50, 260]), ("B", &b), ("C", &[520])];
+        let shapes: [(&str, &[usize]); 3] = [("A", &[50, 261]), ("B", &b), ("C", &[522])];
         let shapes = if src.contains("C[") {
             &shapes[..]
         } else {
             &shapes[..2]
         };
         check_compiled(src, shapes, |dump| {
-            let blocked = "split i 25; split ii 6; split j 512; split k 256; split ji 8; split jii 4; \
+            let blocked = "split i 25; split ii 6; split j 264; split k 131; split ji 8; split jii 4; \
                 reorder io jo ko iio jio ki iii jiio jiii; unroll iii; unroll jiio; vectorize jiii; \
                 accumulate ki; parallel io; pack B";
             assert!(dump.contains(&format!("# schedule 1: {blocked}")), "{dump}");
