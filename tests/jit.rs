@@ -958,16 +958,20 @@ fn register_tiles_two_iterations_per_back_edge_any_trip_count() {
     }
     // A 1D convolution's 6x8 tile unrolled over its three taps runs two
     // iterations per back edge too (its 36 FMAs twice), for any number of
-    // input channels (the loop's trips). (With two channels: from three on,
-    // the channels go innermost, GEMM's loop with one tap per iteration.)
+    // input channels (the loop's trips). (The automatic schedule gives two
+    // channels and three taps, a window of short loops, one-vector rows:
+    // six accumulators, too few to take two iterations.)
     let src = "O[b,k,i] = I[b,c,i+rx] * W[k,c,rx]";
-    let conv = Kernel::compile(src, &[("I", &[1, 2, 10]), ("W", &[6, 2, 3])]).unwrap();
-    assert_eq!(
-        conv.clif().matches(" = fma ").count(),
-        72,
-        "{}",
-        conv.schedules()[0]
-    );
+    let shapes: [(&str, &[usize]); 2] = [("I", &[1, 2, 10]), ("W", &[6, 2, 3])];
+    let auto = Kernel::compile(src, &shapes).unwrap();
+    assert_eq!(auto.clif().matches(" = fma ").count(), 18);
+    let tile = "split i 8; split ii 4; reorder b io c rx k iio iii; unroll k; unroll iio; unroll rx; vectorize iii; accumulate c";
+    let conv = Formula::new(src)
+        .unwrap()
+        .with_schedules(vec![Some(tile.parse().unwrap())])
+        .compile(&shapes)
+        .unwrap();
+    assert_eq!(conv.clif().matches(" = fma ").count(), 72);
     for c in 1..=5 {
         let inp = inputs(&[("I", rand(&[2, c, 13], 4)), ("W", rand(&[7, c, 3], 5))]);
         let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
@@ -1028,11 +1032,13 @@ fn register_tiles_share_broadcasts_where_the_registers_fit() {
     // A 1D convolution's tile unrolled over its three taps (two channels:
     // with more, the channels go innermost) would hold a vector per tap
     // beside the tile: there each FMA loads its broadcast.
-    let conv = Kernel::compile(
-        "O[b,k,i] = I[b,c,i+rx] * W[k,c,rx]",
-        &[("I", &[1, 2, 18]), ("W", &[12, 2, 3])],
-    )
-    .unwrap();
+    // (Its schedule given: the automatic one is a one-vector tile there.)
+    let tile = "split i 8; split ii 4; split k 6; reorder b ko io c rx ki iio iii; unroll ki; unroll iio; unroll rx; vectorize iii; accumulate c; parallel ko";
+    let conv = Formula::new("O[b,k,i] = I[b,c,i+rx] * W[k,c,rx]")
+        .unwrap()
+        .with_schedules(vec![Some(tile.parse().unwrap())])
+        .compile(&[("I", &[1, 2, 18]), ("W", &[12, 2, 3])])
+        .unwrap();
     let clif = conv.clif();
     let fmas = clif.matches(" = fma ").count();
     assert_eq!(fmas, 72, "{}", conv.schedules()[0]);

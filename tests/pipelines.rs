@@ -66,9 +66,10 @@ fn conv_bias_relu_fuses_into_one_nest_without_the_intermediate() {
             "{dump}"
         );
     }
-    // With the 6x8 register tile: bias and relu applied to the tile right
+    // With the 6x8 register tile (8 channels: a 4-channel window of short
+    // loops gets one-vector rows): bias and relu applied to the tile right
     // after its reduction, as vectors.
-    let dump = check_pipeline(&sized(CONV_BIAS_RELU, 8, 16), &conv_inputs(1, 4, 12, 8, 16));
+    let dump = check_pipeline(&sized(CONV_BIAS_RELU, 8, 16), &conv_inputs(1, 8, 12, 8, 16));
     assert!(
         dump.contains("O[b, 6*ko, i, 8*jo]x4 = relu(O[b, 6*ko, i, 8*jo]x4 + splat(Bias[6*ko]))"),
         "{dump}"

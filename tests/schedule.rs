@@ -608,17 +608,21 @@ fn deep_windows_get_whole_one_vector_tiles() {
         "{conv}"
     );
     assert!(!conv.contains("split ji"), "{conv}");
-    // A 3x3 window of stride 1 that 8-wide vectors divide keeps 6x8 tiles.
+    // A 3x3 window of stride 1 that 8-wide vectors divide keeps 6x8 tiles
+    // over 8 channels; over 3, every loop of the window is short (3 trips)
+    // and its tile one vector of 8 rows.
     let src = "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..5, j in 0..16";
-    let inp = inputs(&[
-        ("I", rand(&[1, 3, 5, 16], 1)),
-        ("W", rand(&[32, 3, 3, 3], 2)),
-    ]);
-    let conv = automatic_schedule_checked(src, &inp);
-    assert!(
-        conv.starts_with("split j 8; split ji 4; split k 6;"),
-        "{conv}"
-    );
+    for (channels, tile) in [
+        (8, "split j 8; split ji 4; split k 6;"),
+        (3, "split j 4; split k 8; reorder b i ko jo c rx ry ki ji;"),
+    ] {
+        let inp = inputs(&[
+            ("I", rand(&[1, channels, 5, 16], 1)),
+            ("W", rand(&[32, channels, 3, 3], 2)),
+        ]);
+        let conv = automatic_schedule_checked(src, &inp);
+        assert!(conv.starts_with(tile), "{conv}");
+    }
 }
 
 #[test]

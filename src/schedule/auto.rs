@@ -85,6 +85,16 @@ const ALTERNATIVES: [Tile; 3] = [
         ..TILE
     },
 ];
+/// Rows of the one-vector register tile around a window of short loops
+/// (two or more reduction loops, none over [`MAX_UNROLLED_REDUCTION`]
+/// trips: eight accumulators, not the 6×8 tile's twelve). Around such
+/// a window the 6×8 tile, its innermost loop a few trips, ran at 62–70% of
+/// peak, 8×4 at 75–86%: 3x3 convolutions over 3 and 4 channels (24–64
+/// output channels; 12×4 ran at 71%), 1D ones over 2–4 channels. With 8
+/// channels innermost (a loop of 8 trips) 6×8 was 6–8% faster again, and
+/// so it is for GEMM, one short loop (K = 9: 93% against 85%).
+const SHORT_TILE_ROWS: i64 = 8;
+
 /// Trips of an innermost reduction loop worth unrolling around the tile.
 const MAX_UNROLLED_REDUCTION: i64 = 4;
 
@@ -279,7 +289,21 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
                 })
                 .min_by_key(|&(w, f)| (loads(w, f), w))
         });
-    let one_vector = one_vector || second.is_some();
+    // A window of short loops (a 3x3 convolution over 3 or 4 channels)
+    // around a tile of rows: one-vector rows, at most `SHORT_TILE_ROWS`
+    // of them (see there).
+    let loops: Vec<i64> = st
+        .vars
+        .iter()
+        .filter(|x| x.reduced && x.hi - x.lo > 1)
+        .map(|x| x.hi - x.lo)
+        .collect();
+    let short = second.is_none()
+        && u.is_some_and(|u| extent(u) >= least_rows(SHORT_TILE_ROWS))
+        && loops.len() >= 2
+        && loops.iter().all(|&n| n <= MAX_UNROLLED_REDUCTION)
+        && extent(v) % lanes == 0;
+    let one_vector = one_vector || second.is_some() || short;
     let (vn, nr) = (name(v), if one_vector { lanes } else { nr_max });
     d.push(Directive::Split {
         var: vn.clone(),
@@ -305,6 +329,7 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
     // convolution gets 7×4 tiles: seven independent accumulators hide the
     // FMA latency that limits four (31 -> 34 GFLOP/s, measured).
     let mr = u.map_or(1, |u| match one_vector {
+        true if short => whole_rows(extent(u), SHORT_TILE_ROWS),
         true => whole_rows(extent(u), mr_max * nr_max / nr),
         false => fitted(extent(u), mr_max, 4),
     });
