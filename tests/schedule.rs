@@ -660,20 +660,21 @@ fn reductions_across_rows_sweep_the_rows() {
 
 #[test]
 fn transposing_statements_get_cache_tiles() {
-    // The read walks a column of `X` per output row: 8 x 16 tiles (a
-    // cache line of `O` per run, partial tiles at both edges here), the
-    // run unrolled, the tile rows in parallel.
+    // The read walks a column of `X` per output row: tiles of 16 output
+    // columns (a cache line of each output row) by 8 elements of each row
+    // of `X` (the innermost loop, unrolled; partial tiles at both edges
+    // here), the tile rows in parallel.
     let x = inputs(&[("X", rand(&[37, 45], 1))]);
     assert_eq!(
         automatic_schedule_checked("O[i,j] = X[j,i]", &x),
-        "split i 8; split j 16; reorder io jo ii ji; unroll ji; parallel io"
+        "split i 8; split j 16; reorder io jo ji ii; unroll ii; parallel io"
     );
     // NCHW -> NHWC (`h` and `w` always together: one loop `hw`): the
     // batch outside, in parallel.
     let nchw = inputs(&[("X", rand(&[2, 19, 5, 11], 2))]);
     assert_eq!(
         automatic_schedule_checked("O[n,h,w,c] = X[n,c,h,w]", &nchw),
-        "split hw 8; split c 16; reorder n hwo co hwi ci; unroll ci; parallel n"
+        "split hw 8; split c 16; reorder n hwo co ci hwi; unroll hwi; parallel n"
     );
     // An elementwise sum with one operand transposed, and a 3D permute.
     let ab = inputs(&[("A", rand(&[13, 21], 3)), ("B", rand(&[21, 13], 4))]);
@@ -683,7 +684,7 @@ fn transposing_statements_get_cache_tiles() {
     let sched = automatic_schedule_checked("O[b,j,i] = Y[b,i,j]", &y);
     assert_eq!(
         sched,
-        "split j 8; split i 16; reorder b jo io ji ii; unroll ii; parallel b"
+        "split j 8; split i 16; reorder b jo io ii ji; unroll ji; parallel b"
     );
     // One output row: nothing to tile, the lowered nest.
     let row = inputs(&[("X", rand(&[1, 40], 6))]);

@@ -1012,20 +1012,30 @@ fn parallel_outer(st: &Statement, outer: &[String], split_trips: i64) -> Option<
 }
 
 /// Tile of a transposing statement ([`transposing_tiles`]): output
-/// elements along its last index per run (64 bytes, a cache line), and
-/// runs per tile (rows of the output, elements of each row of the read).
-const TRANSPOSE_RUN: i64 = 16;
-const TRANSPOSE_RUNS: i64 = 8;
+/// elements along its last index per tile (64 bytes, a cache line of each
+/// output row), and elements along the read's last index (its innermost
+/// loop, unrolled: a run of each row of the read, read in order).
+const TRANSPOSE_WRITE_RUN: i64 = 16;
+const TRANSPOSE_READ_RUN: i64 = 8;
 
 /// A statement with no reduction that reads some tensor across the
 /// output's rows (`O[i,j] = X[j,i]`, a layout change such as NCHW → NHWC,
 /// an elementwise sum with a transposed operand): no vector dimension,
 /// and as written each output row walks a column of the read, a cache
-/// line for every element. In tiles of `TRANSPOSE_RUNS` × `TRANSPOSE_RUN`
-/// both sides use whole lines while they are in L1, the run is unrolled
-/// and the outermost loop runs in parallel: 2000² 3.5 → 1.7 ms on one
-/// thread, 3.5 → 0.6 on two (numpy's `copyto(o, x.T)`: 2.9).
-/// `split i 8; split j 16; reorder io jo ii ji; unroll ji; parallel io`.
+/// line for every element. In tiles of `TRANSPOSE_WRITE_RUN` ×
+/// `TRANSPOSE_READ_RUN` both sides use whole lines while they are in L1;
+/// the innermost loop steps along the read's rows, unrolled, and the
+/// outermost loop runs in parallel. Measured with inputs in huge pages
+/// (as the bench's and numpy's), processes alternating, one / two
+/// threads: 2000² 3.6 → 2.6–2.9 / 3.5 → 1.3–2.3 ms (numpy's
+/// `copyto(o, x.T)`: 3.0), 3001×1999 9.5 → 7.0 / 4.8 → 3.4, 16 × 512² 5.1
+/// → 2.8 / 1.4; NCHW → NHWC 8×64×56×56 1.2 → 0.7–1.3 / 0.2. The inner
+/// loop along the output instead (the first version) ran 2000² at 3.8–4.1
+/// on one thread, slower than the lowered nest; 32 elements of each read
+/// row per tile 2000² at 2.3–2.8 but 16 × 512² at 8.5 (32 output rows
+/// 2 KB apart share two L1 sets); 16, 3001×1999 at 4.1–4.6 but 2000² at
+/// 3.1 and 16 × 512² at 3.6–3.7.
+/// `split i 8; split j 16; reorder io jo ji ii; unroll ii; parallel io`.
 fn transposing_tiles(st: &Statement) -> Option<Schedule> {
     let extent = |x: usize| st.vars[x].hi - st.vars[x].lo;
     if st.vars.iter().any(|x| x.reduced && x.hi - x.lo > 1) {
@@ -1050,11 +1060,11 @@ fn transposing_tiles(st: &Statement) -> Option<Schedule> {
     let mut d = vec![
         Directive::Split {
             var: tn.clone(),
-            factor: TRANSPOSE_RUNS as u32,
+            factor: TRANSPOSE_READ_RUN as u32,
         },
         Directive::Split {
             var: vn.clone(),
-            factor: TRANSPOSE_RUN as u32,
+            factor: TRANSPOSE_WRITE_RUN as u32,
         },
     ];
     let mut outer: Vec<String> = (0..st.vars.len())
@@ -1064,10 +1074,10 @@ fn transposing_tiles(st: &Statement) -> Option<Schedule> {
         .collect();
     outer.extend([format!("{tn}o"), format!("{vn}o")]);
     let mut order = outer.clone();
-    order.extend([format!("{tn}i"), format!("{vn}i")]);
+    order.extend([format!("{vn}i"), format!("{tn}i")]);
     d.push(Directive::Reorder(order));
-    d.push(Directive::Unroll(format!("{vn}i")));
-    let t_tiles = (extent(t.index()) + TRANSPOSE_RUNS - 1) / TRANSPOSE_RUNS;
+    d.push(Directive::Unroll(format!("{tn}i")));
+    let t_tiles = (extent(t.index()) + TRANSPOSE_READ_RUN - 1) / TRANSPOSE_READ_RUN;
     d.extend(parallel_outer(st, &outer, t_tiles));
     Some(Schedule(d))
 }
