@@ -659,6 +659,30 @@ fn reductions_across_rows_sweep_the_rows() {
 }
 
 #[test]
+fn a_long_channel_loop_beside_one_short_tap_loop_goes_innermost() {
+    // A 1D transposed convolution's phases: 20 channels and 2 taps each;
+    // the channels run innermost around the tile (GEMM's loop), the taps
+    // outside. (With two tap loops, 2D, the taps stay innermost.)
+    let src = "O[b,k,2*i+rx-1] += I[b,c,i] * W[c,k,rx]";
+    let inp = inputs(&[
+        ("I", rand(&[2, 20, 9], 1)),
+        ("W", rand(&[20, 7, 4], 2)),
+        ("O", rand(&[2, 7, 18], 3)),
+    ]);
+    let sched = automatic_schedule_checked(src, &inp);
+    assert!(sched.contains(" rx c ki "), "{sched}");
+    assert!(sched.contains("accumulate rx"), "{sched}");
+    let src = "O[b,k,2*i+rx-1,2*j+ry-1] += I[b,c,i,j] * W[c,k,rx,ry]";
+    let inp = inputs(&[
+        ("I", rand(&[1, 20, 5, 9], 1)),
+        ("W", rand(&[20, 7, 4, 4], 2)),
+        ("O", rand(&[1, 7, 10, 18], 3)),
+    ]);
+    let sched = automatic_schedule_checked(src, &inp);
+    assert!(sched.contains("accumulate c"), "{sched}");
+}
+
+#[test]
 fn transposing_statements_get_cache_tiles() {
     // The read walks a column of `X` per output row: tiles of 16 output
     // columns (a cache line of each output row) by 8 elements of each row
