@@ -15,13 +15,16 @@
 //!   registers across them; boundaries (padding, partial tiles) are peeled;
 //!   a short innermost reduction loop is unrolled; operands read across
 //!   rows are packed.
+//! - Around a window of short loops (a 3x3 convolution over 3 channels)
+//!   the tile is one vector wide, at most 8 rows.
 //! - The outermost output dimension with more than one iteration is marked
 //!   parallel.
 //! - A producer → consumer pair is scheduled so their nests can fuse.
 //! - [`auto_candidates`] lists alternatives for an empirical search.
 //!
 //! When no output dimension vectorizes, a contiguous reduction is (GEMV);
-//! statements with neither keep the naive nest.
+//! a statement with no reduction that reads across the output's rows (a
+//! transpose) is cache-tiled; the rest keep the naive nest.
 
 use super::{Directive, Schedule, Spec};
 use crate::affine::Var;
