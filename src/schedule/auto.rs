@@ -95,7 +95,9 @@ const ALTERNATIVES: [Tile; 3] = [
 /// peak, 8×4 at 75–86%: 3x3 convolutions over 3 and 4 channels (24–64
 /// output channels; 12×4 ran at 71%), 1D ones over 2–4 channels. With 8
 /// channels innermost (a loop of 8 trips) 6×8 was 6–8% faster again, and
-/// so it is for GEMM, one short loop (K = 9: 93% against 85%).
+/// so it is for GEMM, one short loop (K = 9: 93% against 85%). Rows that
+/// are not whole vectors (a depthwise stride-2 window 14 wide) end in a
+/// partial vector either way: 12.2 → 16.2 GFLOP/s, compile 2.35 → 1.35 ms.
 const SHORT_TILE_ROWS: i64 = 8;
 
 /// Trips from which a reduction loop beside a single other (a 1D window's
@@ -310,8 +312,7 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
     let short = second.is_none()
         && u.is_some_and(|u| extent(u) >= least_rows(SHORT_TILE_ROWS))
         && loops.len() >= 2
-        && loops.iter().all(|&n| n <= MAX_UNROLLED_REDUCTION)
-        && extent(v) % lanes == 0;
+        && loops.iter().all(|&n| n <= MAX_UNROLLED_REDUCTION);
     let one_vector = one_vector || second.is_some() || short;
     let (vn, nr) = (name(v), if one_vector { lanes } else { nr_max });
     d.push(Directive::Split {
