@@ -692,6 +692,25 @@ fn a_long_channel_loop_beside_one_short_tap_loop_goes_innermost() {
 }
 
 #[test]
+fn a_two_trip_residue_loop_does_not_stay_innermost() {
+    // A 7x7 stride-2 window over 3 channels (a network's stem): its column
+    // taps split into a residue `ryq` (2) and a step `rya` (4, unrolled);
+    // `ryq` goes outside `rx`, so that the loop around the tile is `rx`'s
+    // seven trips, not `ryq`'s two.
+    let src = "O[b,k,i,j] = I[b,c,2*i+rx-3,2*j+ry-3] * W[k,c,rx,ry] where i in 0..3, j in 0..16";
+    let inp = inputs(&[
+        ("I", rand(&[1, 3, 6, 32], 1)),
+        ("W", rand(&[12, 3, 7, 7], 2)),
+    ]);
+    let sched = automatic_schedule_checked(src, &inp);
+    assert!(sched.contains(" c ryq rx rya "), "{sched}");
+    assert!(
+        sched.contains("unroll rya;") && !sched.contains("unroll ryq"),
+        "{sched}"
+    );
+}
+
+#[test]
 fn transposing_statements_get_cache_tiles() {
     // The read walks a column of `X` per output row: tiles of 16 output
     // columns (a cache line of each output row) by 8 elements of each row
