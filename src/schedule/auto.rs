@@ -15,8 +15,8 @@
 //!   registers across them; boundaries (padding, partial tiles) are peeled;
 //!   a short innermost reduction loop is unrolled; operands read across
 //!   rows are packed.
-//! - Around a window of short loops (a 3x3 convolution over 3 channels)
-//!   the tile is one vector wide, at most 8 rows.
+//! - Around a window over few channels (a 3x3 convolution over 3) the
+//!   tile is one vector wide, at most 8 rows.
 //! - The outermost output dimension with more than one iteration is marked
 //!   parallel.
 //! - A producer → consumer pair is scheduled so their nests can fuse.
@@ -88,16 +88,19 @@ const ALTERNATIVES: [Tile; 3] = [
         ..TILE
     },
 ];
-/// Rows of the one-vector register tile around a window of short loops
-/// (two or more reduction loops, none over [`MAX_UNROLLED_REDUCTION`]
-/// trips: eight accumulators, not the 6×8 tile's twelve). Around such
-/// a window the 6×8 tile, its innermost loop a few trips, ran at 62–70% of
-/// peak, 8×4 at 75–86%: 3x3 convolutions over 3 and 4 channels (24–64
-/// output channels; 12×4 ran at 71%), 1D ones over 2–4 channels. With 8
-/// channels innermost (a loop of 8 trips) 6×8 was 6–8% faster again, and
-/// so it is for GEMM, one short loop (K = 9: 93% against 85%). Rows that
-/// are not whole vectors (a depthwise stride-2 window 14 wide) end in a
-/// partial vector either way: 12.2 → 16.2 GFLOP/s, compile 2.35 → 1.35 ms.
+/// Rows of the one-vector register tile around a window over few channels
+/// (two or more reduction loops, its channels — a loop alone in every
+/// index it appears in — at most [`MAX_UNROLLED_REDUCTION`] trips: eight
+/// accumulators, not the 6×8 tile's twelve). Around such a window the 6×8
+/// tile ran at 56–70% of peak, 8×4 at 75–86%: 3x3 convolutions over 3 and
+/// 4 channels (24–64 output channels; 12×4 ran at 71%), 1D ones over 2–4
+/// channels, the 7x7 stride-2 stem over 3 channels (39–40 → 48–51 GFLOP/s,
+/// compile 2.6 → 1.2 ms), 7x7 stride 2 over 4 (40.8 → 54); 5x5 over 3 as
+/// fast either way. With 6–8 channels 6×8 stays 1–10% ahead (3x3 and 5x5
+/// over 6, 1D over 8), and so it does for GEMM, one loop (K = 9: 93%
+/// against 85%). Rows that are not whole vectors (a depthwise stride-2
+/// window 14 wide) end in a partial vector either way: 12.2 → 16.2 GFLOP/s,
+/// compile 2.35 → 1.35 ms.
 const SHORT_TILE_ROWS: i64 = 8;
 
 /// Trips from which a reduction loop beside a single other (a 1D window's
@@ -300,19 +303,28 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
                 })
                 .min_by_key(|&(w, f)| (loads(w, f), w))
         });
-    // A window of short loops (a 3x3 convolution over 3 or 4 channels)
+    // A window over few channels (a 3x3 convolution over 3 or 4 channels)
     // around a tile of rows: one-vector rows, at most `SHORT_TILE_ROWS`
     // of them (see there).
-    let loops: Vec<i64> = st
-        .vars
-        .iter()
-        .filter(|x| x.reduced && x.hi - x.lo > 1)
-        .map(|x| x.hi - x.lo)
+    // Its channels: a reduction loop that every index using it is alone in
+    // (`c` of `I[b,c,i+rx,j+ry]` and `W[k,c,rx,ry]`, not the taps `rx`).
+    let loops: Vec<usize> = (0..st.vars.len())
+        .filter(|&x| st.vars[x].reduced && extent(x) > 1)
         .collect();
+    let channel = |x: usize| {
+        let var = Var(x as u32);
+        reads.iter().all(|a| {
+            a.index
+                .iter()
+                .all(|e| e.coeff(var) == 0 || e.as_var() == Some(var))
+        })
+    };
     let short = second.is_none()
         && u.is_some_and(|u| extent(u) >= least_rows(SHORT_TILE_ROWS))
         && loops.len() >= 2
-        && loops.iter().all(|&n| n <= MAX_UNROLLED_REDUCTION);
+        && loops
+            .iter()
+            .all(|&x| !channel(x) || extent(x) <= MAX_UNROLLED_REDUCTION);
     let one_vector = one_vector || second.is_some() || short;
     let (vn, nr) = (name(v), if one_vector { lanes } else { nr_max });
     d.push(Directive::Split {
