@@ -956,6 +956,16 @@ fn split_copies_read_through_padded_copies() {
         );
         assert!(!dump.contains("I+pad[p0"), "{dump}");
     });
+    // Through a padding of two both residues start at column 1 unshifted;
+    // the copy's loop starts there too.
+    let five = "O[k,i,j] = I[c,2*i+rx-2,2*j+ry-2] * W[k,c,rx,ry] where i in 0..8, j in 0..8";
+    check_compiled(five, &[("I", &[3, 16, 16]), ("W", &[8, 3, 5, 5])], |dump| {
+        assert!(
+            dump.contains("I+pad/2[s0, s1, s2, s3] = I[s0, s1 - 2, s2 + 2*s3 - 2]"),
+            "{dump}"
+        );
+        assert!(dump.contains("#   s3 in 1..9  (where)"), "{dump}");
+    });
     let both = format!("{strided}\nP[k,i,j] = I[c,i+rx-1,j+ry-1] * W[k,c,rx,ry]");
     check_compiled(&both, shapes, |dump| {
         assert!(

@@ -708,6 +708,16 @@ fn a_two_trip_residue_loop_does_not_stay_innermost() {
         sched.contains("unroll rya;") && !sched.contains("unroll ryq"),
         "{sched}"
     );
+    // Not past the loop the tile accumulates across (a 5x5 stride-2
+    // depthwise window: `rx ryq rya`, accumulating across `rx`).
+    let src = "O[b,c,i,j] = I[b,c,2*i+rx-2,2*j+ry-2] * W[c,0,rx,ry] where i in 0..7, j in 0..8";
+    let inp = inputs(&[
+        ("I", rand(&[1, 3, 14, 16], 1)),
+        ("W", rand(&[3, 1, 5, 5], 2)),
+    ]);
+    let sched = automatic_schedule_checked(src, &inp);
+    assert!(sched.contains(" rx ryq rya "), "{sched}");
+    assert!(sched.contains("accumulate rx"), "{sched}");
 }
 
 #[test]
