@@ -758,7 +758,8 @@ fn short_rows_of_a_deep_window_take_a_second_row_dimension() {
     // Four output channels per group fill only four accumulators of a
     // one-vector tile; two output rows make eight, and 12-wide rows in
     // 4-lane vectors leave no partial tile. `rx` steps through the input's
-    // rows with `i`, so it goes innermost, unrolled with the rows.
+    // rows with `i`, so it goes innermost, unrolled with the rows; around
+    // a one-vector tile the channels stay outside the taps.
     let src = "O[b,4*g+k,i,j] = I[b,4*g+c,i+rx-1,j+ry-1] * W[4*g+k,c,rx,ry] \
                where g in 0..3, k in 0..4, i in 0..6, j in 0..12";
     let inp = inputs(&[
@@ -767,8 +768,8 @@ fn short_rows_of_a_deep_window_take_a_second_row_dimension() {
     ]);
     assert_eq!(
         automatic_schedule_checked(src, &inp),
-        "split j 4; split i 2; reorder b g io jo ry c rx ii k ji; unroll ii; unroll k; \
-         unroll rx; vectorize ji; accumulate ry; parallel g"
+        "split j 4; split i 2; reorder b g io jo c ry rx ii k ji; unroll ii; unroll k; \
+         unroll rx; vectorize ji; accumulate c; parallel g"
     );
     // With 16-wide rows (whole in 8-lane tiles) the 4x8 tile stays.
     let src = "O[b,4*g+k,i,j] = I[b,4*g+c,i+rx-1,j+ry-1] * W[4*g+k,c,rx,ry] \

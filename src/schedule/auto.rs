@@ -415,8 +415,18 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
             // runs as GEMM's loop with the channels innermost.
             let loops = reduced.iter().filter(|x| trips(x) > 1).count();
             let channels_and_taps = loops == 2 && longest >= LONG_CHANNEL_LOOP;
+            // Not around a one-vector tile, whose channels stay outside the
+            // taps: its 8 accumulators share one input vector per tap, and
+            // with the channels innermost each step loads a new row of the
+            // input for 8 FMAs. Measured in alternating runs: the suite's
+            // stride-2 3x3 50.1–50.9 → 53.1–54.2 GFLOP/s on one thread; a
+            // 5x5 over 16 channels, 28² 38.2 → 53.0; 3x3 over 64 channels,
+            // batch 8, 28² +2–3%; the 32-group conv and 3x3 / 1D over 4
+            // channels within ±2%. (6×8 tiles keep the channels innermost:
+            // a 5x5 over 32 channels, 14², ran 32.5 with them, 25 without.)
             (taps >= 2 || channels_and_taps)
                 && reduced.iter().filter(|x| trips(x) == longest).count() == 1
+                && nr > lanes
         }
     };
     if longest_inner {
