@@ -413,8 +413,7 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
             // Or a long channel loop beside one short window loop (a 1D
             // transposed convolution's phase: 64 channels, 2 taps), which
             // runs as GEMM's loop with the channels innermost.
-            let loops = reduced.iter().filter(|x| trips(x) > 1).count();
-            let channels_and_taps = loops == 2 && longest >= LONG_CHANNEL_LOOP;
+            let channels_and_taps = loops.len() == 2 && longest >= LONG_CHANNEL_LOOP;
             // Not around a one-vector tile, whose channels stay outside the
             // taps: its 8 accumulators share one input vector per tap, and
             // with the channels innermost each step loads a new row of the
@@ -1100,15 +1099,11 @@ fn transposing_tiles(st: &Statement) -> Option<Schedule> {
     if st.vars.iter().any(|x| x.reduced && x.hi - x.lo > 1) {
         return None;
     }
-    let plain = |e: &crate::affine::Affine| match e.terms.as_slice() {
-        &[(v, 1)] => Some(v),
-        _ => None,
-    };
-    let v = plain(st.lhs.index.last()?)?;
+    let v = st.lhs.index.last()?.as_var()?;
     // A read whose own last index `t` is another variable, using `v` before.
     let t = st.rhs.reads().into_iter().find_map(|a| {
         let (last, before) = a.index.split_last()?;
-        let t = plain(last)?;
+        let t = last.as_var()?;
         (t != v && before.iter().any(|e| e.coeff(v) != 0)).then_some(t)
     })?;
     if extent(v.index()) < 2 || extent(t.index()) < 2 {
