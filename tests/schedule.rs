@@ -692,6 +692,49 @@ fn a_long_channel_loop_beside_one_short_tap_loop_goes_innermost() {
 }
 
 #[test]
+fn scattered_weight_broadcasts_are_packed() {
+    // 6×8 tiles of a 3x3 convolution over 256 channels of 14×14: each
+    // sweep of `c` broadcasts from six rows of W 9 elements apart (54 KB
+    // of lines), once per tap, for 28 tiles (14 rows, 2 column tiles):
+    // W is packed in loop order, the tile's six weights adjacent.
+    let src = "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..14, j in 0..14";
+    let inp = inputs(&[
+        ("I", rand(&[1, 256, 14, 14], 1)),
+        ("W", rand(&[12, 256, 3, 3], 2)),
+    ]);
+    automatic_schedule_checked(src, &inp);
+    let (dump, sched) = auto(src, &inp);
+    assert!(sched.contains("pack W"), "{sched}");
+    assert!(dump.contains("W+pack: temp f32[2, 3, 3, 256, 6]"), "{dump}");
+    assert!(
+        dump.contains("W+pack[ko, rx, ry, c, ki] = W[6*ko + ki, c, rx, ry]"),
+        "{dump}"
+    );
+    // Not when the copy would be read by only 7 tiles (7×8: the copy of
+    // the weights costs more than it saves), nor when a sweep's lines fit
+    // in L1 (64 channels).
+    let src7 = "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..7, j in 0..8";
+    let inp = inputs(&[
+        ("I", rand(&[1, 256, 7, 8], 1)),
+        ("W", rand(&[12, 256, 3, 3], 2)),
+    ]);
+    let (_, sched) = auto(src7, &inp);
+    assert!(
+        sched.contains("split k 6") && !sched.contains("pack"),
+        "{sched}"
+    );
+    let inp = inputs(&[
+        ("I", rand(&[1, 64, 14, 14], 1)),
+        ("W", rand(&[12, 64, 3, 3], 2)),
+    ]);
+    let (_, sched) = auto(src, &inp);
+    assert!(
+        sched.contains("split k 6") && !sched.contains("pack"),
+        "{sched}"
+    );
+}
+
+#[test]
 fn a_two_trip_residue_loop_does_not_stay_innermost() {
     // A 7x7 stride-2 window over 3 channels (a network's stem): its column
     // taps split into a residue `ryq` (2) and a step `rya` (4, unrolled);

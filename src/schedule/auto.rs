@@ -895,6 +895,8 @@ fn aligned_pair(
 /// copy (at most a quarter more than the tensor: partial tiles); and too
 /// large to sit in L1 beside the other operand anyway (GEMM 64: its 16 KB
 /// `B` packed ran 8% slower, 47.5-49.6 against 52.7-53.5 GFLOP/s).
+/// Broadcast reads are worth packing too when they come from
+/// [`scattered_broadcasts`].
 fn packs(program: &Program, st: &Statement, spec: &Spec) -> Vec<Directive> {
     let Some(&vector) = spec
         .order
@@ -936,11 +938,57 @@ fn packs(program: &Program, st: &Statement, spec: &Spec) -> Vec<Directive> {
             && reused
             && 4 * spec.pack_len(read) <= 5 * size
             && size * 4 > L1_BYTES / 2;
+        let worth = worth
+            || (stride_of(vector) == 0
+                && 4 * spec.pack_len(read) <= 5 * size
+                && scattered_broadcasts(spec, &dims, &reduced, step, &stride_of));
         if !named && (worth || transposed(spec, read, vector)) {
             out.push(Directive::Pack(tensor.name.clone()));
         }
     }
     out
+}
+
+/// Tile iterations that must read a packed broadcast operand for its copy
+/// to pay (see [`scattered_broadcasts`]): a 3x3 convolution from 256 to 256
+/// channels over 14×14 reads its weights 28 times (14 rows, 2 column
+/// tiles) and ran 41 → 48 GFLOP/s with them packed; from 512 over 7×7, 7
+/// times, and ran 43 → 31 (the copy of 9.4 MB costs more than it saves).
+const MIN_BROADCAST_REUSE: i64 = 16;
+
+/// Whether a broadcast operand (a convolution's weights `W[k, c, rx, ry]`
+/// under a tile of output channels) reaches its register tile as one
+/// stream per tile row — rows more than a cache line apart — each stepping
+/// through memory in the innermost reduction loop with gaps (`c` steps 9
+/// elements), so the streams' lines for one sweep of that loop outgrow
+/// L1 and each sweep (one per tap) fetches them again from L2; and the
+/// copy is read [`MIN_BROADCAST_REUSE`] times or more. Packed in loop order
+/// (`W+pack[ko, rx, ry, c, ki]`), the tile's broadcasts for one step are
+/// adjacent and each sweep reads one contiguous run.
+fn scattered_broadcasts(
+    spec: &Spec,
+    dims: &[usize],
+    reduced: &[usize],
+    step: usize,
+    stride_of: &dyn Fn(usize) -> i64,
+) -> bool {
+    let trips = |d: usize| spec.dims[d].hi - spec.dims[d].lo;
+    let Some(at) = spec.order.iter().position(|&d| d == step) else {
+        return false;
+    };
+    let streams: i64 = spec.order[at + 1..]
+        .iter()
+        .filter(|&&d| stride_of(d).abs() > 16)
+        .map(|&d| trips(d))
+        .product();
+    let gap = stride_of(step).abs();
+    let swept = streams * trips(step) * (4 * gap).min(64);
+    let reuse: i64 = spec.order[..at]
+        .iter()
+        .filter(|d| !dims.contains(d) && !reduced.contains(d))
+        .map(|&d| trips(d))
+        .product();
+    streams > 1 && gap > 1 && swept > L1_BYTES && reuse >= MIN_BROADCAST_REUSE
 }
 
 /// Rows of a horizontal-reduction tile (GEMV's `O[i]`): independent vector
