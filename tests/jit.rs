@@ -67,7 +67,10 @@ fn check_compiled(src: &str, shapes: &[(&str, &[usize])], dump: impl Fn(&str)) {
 /// tiles start at the source's row: a 28-wide row is seven whole vectors,
 /// unrolled, with no scalar head or tail (they start at the padded copy's
 /// column 1); a row of 30 (not a multiple of four) keeps a scalar tail.
-/// Results against the reference, on one and two threads.
+/// Fused per channel, the copy shrinks to one channel's slice on the
+/// stack, zeroed on entry for its border (every channel's copy writes the
+/// same elements), with no fill nest. Results
+/// against the reference, on one and two threads.
 #[test]
 fn padded_copies_run_whole_vectors_from_the_in_bounds_start() {
     let src = "O[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * W[c,0,rx,ry] where i in 0..28, j in 0..28";
@@ -77,18 +80,16 @@ fn padded_copies_run_whole_vectors_from_the_in_bounds_start() {
         |dump| {
             let copy: Vec<&str> = dump
                 .lines()
-                .filter(|l| l.trim_start().starts_with("I+pad[b, c, p2, "))
+                .filter(|l| l.trim_start().starts_with("I+pad[p2, "))
                 .collect();
             assert_eq!(copy.len(), 7, "{dump}");
             for (k, line) in copy.iter().enumerate() {
-                let want = format!(
-                    "I+pad[b, c, p2, {}]x4 = I[b, c, p2 - 1, {}]x4",
-                    4 * k + 1,
-                    4 * k
-                );
+                let want = format!("I+pad[p2, {}]x4 = I[b, c, p2 - 1, {}]x4", 4 * k + 1, 4 * k);
                 assert_eq!(line.trim(), want, "{dump}");
             }
             assert!(dump.contains("for p2 in 1..29:"), "{dump}");
+            assert!(dump.contains("I+pad: stack zeroed f32[30, 30]"), "{dump}");
+            assert!(!dump.contains("= 0.0"), "{dump}");
         },
     );
     let src = "O[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * W[c,0,rx,ry] where i in 0..30, j in 0..30";
@@ -97,17 +98,33 @@ fn padded_copies_run_whole_vectors_from_the_in_bounds_start() {
         &[("I", &[1, 2, 30, 30]), ("W", &[2, 1, 3, 3])],
         |dump| {
             assert!(
-                dump.contains("I+pad[b, c, p2, 25]x4 = I[b, c, p2 - 1, 24]x4"),
+                dump.contains("I+pad[p2, 25]x4 = I[b, c, p2 - 1, 24]x4"),
                 "{dump}"
             );
             assert!(
-                dump.contains("I+pad[b, c, p2, 29] = I[b, c, p2 - 1, 28]"),
+                dump.contains("I+pad[p2, 29] = I[b, c, p2 - 1, 28]"),
                 "{dump}"
             );
             assert!(
-                dump.contains("I+pad[b, c, p2, 30] = I[b, c, p2 - 1, 29]"),
+                dump.contains("I+pad[p2, 30] = I[b, c, p2 - 1, 29]"),
                 "{dump}"
             );
+        },
+    );
+}
+
+/// A fused slice of more than 32 KB (a padded channel of 100×100) keeps
+/// the temporary whole: one slice per channel, in the kernel's storage.
+#[test]
+fn slices_over_32_kb_stay_off_the_stack() {
+    let src = "O[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * W[c,0,rx,ry] where i in 0..100, j in 0..100";
+    check_compiled(
+        src,
+        &[("I", &[1, 2, 100, 100]), ("W", &[2, 1, 3, 3])],
+        |dump| {
+            assert!(dump.contains("fused at tile granularity"), "{dump}");
+            assert!(dump.contains("I+pad: temp f32[1, 2, 102, 102]"), "{dump}");
+            assert!(!dump.contains("stack"), "{dump}");
         },
     );
 }

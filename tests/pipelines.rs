@@ -384,6 +384,15 @@ fn chains_fuse_by_the_slices_they_share_and_others_say_why() {
         dump.contains("# fused at tile granularity: each iteration of `b, c` computes its slice of `T` and consumes it at once"),
         "{dump}"
     );
+    // Nothing else touches the three passed temporaries: each shrinks to
+    // one channel's slice on the stack, the padded copies' zeroed on entry.
+    for buffer in [
+        "I+pad: stack zeroed f32[10, 11]",
+        "T: stack f32[8, 9]",
+        "T+pad: stack zeroed f32[10, 11]",
+    ] {
+        assert!(dump.contains(buffer), "{dump}");
+    }
     // A full convolution reads every channel and rows i-1..i+1 of `T`: no
     // outer loop of it reads one slice that one iteration of the producer
     // writes.

@@ -21,7 +21,7 @@ use super::libm::Libm;
 use crate::affine::{ceil_div, floor_div, Affine, Var};
 use crate::check::Combine;
 use crate::error::{Error, ErrorKind, Result};
-use crate::ir::{BinOp, Bound, BufId, Expr, Func, LocalId, Loop, Stmt, UnOp, LANES};
+use crate::ir::{BinOp, Bound, BufId, BufKind, Expr, Func, LocalId, Loop, Stmt, UnOp, LANES};
 use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
 use cranelift_codegen::ir::types::{F32, F32X4, I32X4, I64, I8X16};
 use cranelift_codegen::ir::{self, FuncRef, InstBuilder, MemFlagsData, Type, Value};
@@ -73,12 +73,17 @@ pub fn emit_nest(
         shared_any: false,
         stored_constants: stored_constants(nest),
     };
-    // Base pointers of the buffers the nest touches, loaded once on entry.
+    // Base pointers of the buffers the nest touches, loaded once on entry;
+    // a stack slice's is its slot in this function's frame (16-byte aligned).
     let mut used = vec![false; func.buffers.len()];
     nest.mark_buffers(&mut used);
     let flags = MemFlagsData::trusted().with_readonly().with_can_move();
     for (k, _) in used.iter().enumerate().filter(|(_, u)| **u) {
-        e.bases[k] = Some(e.b.ins().load(I64, flags, e.bufs, (k * 8) as i32));
+        let buffer = &func.buffers[k];
+        e.bases[k] = Some(match buffer.kind {
+            BufKind::Stack { zeroed } => e.stack_slice(&buffer.name, buffer.len(), zeroed)?,
+            _ => e.b.ins().load(I64, flags, e.bufs, (k * 8) as i32),
+        });
     }
     e.stmt(nest)?;
     e.b.ins().return_(&[]);
@@ -192,6 +197,36 @@ impl Emitter<'_, '_> {
     /// The base pointer of `buf` (loaded in the entry block).
     fn base(&mut self, buf: BufId) -> Value {
         self.bases[buf.index()].expect("every used buffer's base is loaded on entry")
+    }
+
+    /// The address of a new stack slot for `len` floats, 16-byte aligned and
+    /// rounded up to whole vectors; cleared by a loop of vector stores if
+    /// `zeroed`.
+    fn stack_slice(&mut self, name: &str, len: usize, zeroed: bool) -> Result<Value> {
+        let vectors = len.div_ceil(LANES as usize);
+        let bytes = u32::try_from(16 * vectors)
+            .map_err(|_| codegen_error(format!("stack slice {name} too large")))?;
+        let slot = self.b.create_sized_stack_slot(ir::StackSlotData::new(
+            ir::StackSlotKind::ExplicitSlot,
+            bytes,
+            4,
+        ));
+        let base = self.b.ins().stack_addr(I64, slot, 0);
+        if zeroed {
+            let zero = self.f32(0.0, F32X4);
+            let end = self.b.ins().iadd_imm_s(base, i64::from(bytes));
+            let (body, exit) = (self.b.create_block(), self.b.create_block());
+            self.b.append_block_param(body, I64);
+            self.b.ins().jump(body, &[base.into()]);
+            self.b.switch_to_block(body);
+            let at = self.b.block_params(body)[0];
+            self.b.ins().store(MemFlagsData::trusted(), zero, at, 0);
+            let next = self.b.ins().iadd_imm_s(at, 16);
+            let more = self.b.ins().icmp(IntCC::UnsignedLessThan, next, end);
+            self.b.ins().brif(more, body, &[next.into()], exit, &[]);
+            self.b.switch_to_block(exit);
+        }
+        Ok(base)
     }
 
     /// `e` with the variables of known value replaced by it.
@@ -1064,10 +1099,13 @@ fn carried_locals(body: &[Stmt], assigned: &mut Vec<LocalId>, out: &mut Vec<Loca
 /// moving a load cannot cross a store to it:
 /// - in program order every store to it comes before every load of it, so
 ///   a load placed at its use has only loads of it in between;
-/// - each load's address depends on every loop around it that also stores
-///   to the buffer, so it cannot be hoisted (or merged with another load)
-///   past an iteration's stores: Cranelift hoists an instruction only out of
-///   loops its operands do not depend on, to just before that loop.
+/// - for each loop around it that also stores to the buffer, each load's
+///   address depends on that loop or on a loop inside it that stores
+///   nothing to the buffer (a stack slice, the same few kilobytes in every
+///   iteration, is read in the tile loops after its copy), so it cannot be
+///   hoisted (or merged with another load) past an iteration's stores:
+///   Cranelift hoists an instruction only out of loops its operands do not
+///   depend on, to just before that loop.
 fn movable_loads(func: &Func, nest: &Stmt, strides: &[Vec<i64>]) -> Vec<bool> {
     let n = func.buffers.len();
     let mut movable = vec![true; n];
@@ -1099,10 +1137,18 @@ fn movable_loads(func: &Func, nest: &Stmt, strides: &[Vec<i64>]) -> Vec<bool> {
                 .sum::<i64>()
                 != 0
         };
+        // (The load cannot leave such an inner loop, which comes after the
+        // stores of the same iteration.)
+        let pinned = |k: usize| {
+            around[k + 1..]
+                .iter()
+                .any(|&w| !storing[b].contains(&w) && depends(w))
+        };
         if !store
             && around
                 .iter()
-                .any(|&v| storing[b].contains(&v) && !depends(v))
+                .enumerate()
+                .any(|(k, &v)| storing[b].contains(&v) && !depends(v) && !pinned(k))
         {
             movable[b] = false;
         }

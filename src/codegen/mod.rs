@@ -105,6 +105,16 @@ fn isa() -> Result<OwnedTargetIsa> {
         let mut flags = settings::builder();
         flags.set("opt_level", "speed").map_err(|e| e.to_string())?;
         flags.set("is_pic", "false").map_err(|e| e.to_string())?;
+        // A nest with a stack slice (up to `fuse_nests::MAX_STACK_SLICE`)
+        // has a frame larger than a guard page: probe it page by page, so
+        // that a thread near the end of its stack faults instead of
+        // writing past the guard.
+        flags
+            .set("enable_probestack", "true")
+            .map_err(|e| e.to_string())?;
+        flags
+            .set("probestack_strategy", "inline")
+            .map_err(|e| e.to_string())?;
         // The IR verifier costs ~30% of compile time; debug builds keep it.
         let verify = if cfg!(debug_assertions) {
             "true"

@@ -18,6 +18,11 @@ pub fn interpret(func: &Func, data: &mut [Vec<f32>]) {
         locals: vec![Value::splat(0.0, 1); func.locals.len()],
         data,
     };
+    for (b, data) in func.buffers.iter().zip(machine.data.iter_mut()) {
+        if b.kind == (BufKind::Stack { zeroed: true }) {
+            data.fill(0.0);
+        }
+    }
     for s in &func.body {
         machine.stmt(s);
     }

@@ -33,6 +33,12 @@ pub enum BufKind {
     Output,
     /// Written and read by the function, not returned.
     Temp,
+    /// A temporary private to one iteration of the loops around its uses
+    /// (a tile-fused slice, see `schedule::fuse_nests`): it lives in the
+    /// stack frame of the nest's function, so each thread has its own;
+    /// `zeroed`: all zeros on entry to that function (a padded copy's
+    /// border, which no iteration overwrites).
+    Stack { zeroed: bool },
 }
 
 /// A dense row-major f32 buffer.

@@ -13,6 +13,8 @@ impl Display for Func {
                     BufKind::Input => "in",
                     BufKind::Output => "out",
                     BufKind::Temp => "temp",
+                    BufKind::Stack { zeroed: false } => "stack",
+                    BufKind::Stack { zeroed: true } => "stack zeroed",
                 };
                 let dims: Vec<String> = b.shape.iter().map(|d| d.to_string()).collect();
                 format!("{}: {kind} f32[{}]", b.name, dims.join(", "))

@@ -237,3 +237,49 @@ impl Expr {
         }
     }
 }
+
+impl Stmt {
+    /// The statement with every index of `buf` (loads and stores) replaced
+    /// by `f(index)`.
+    pub fn map_indices(&self, buf: BufId, f: &dyn Fn(&[Affine]) -> Vec<Affine>) -> Stmt {
+        match self {
+            Stmt::Loop(l) => Stmt::Loop(Loop {
+                body: l.body.iter().map(|s| s.map_indices(buf, f)).collect(),
+                ..l.clone()
+            }),
+            Stmt::Store {
+                buf: b,
+                index,
+                value,
+                combine,
+                step,
+            } => Stmt::Store {
+                buf: *b,
+                index: if *b == buf { f(index) } else { index.clone() },
+                value: value.map_indices(buf, f),
+                combine: *combine,
+                step: *step,
+            },
+            Stmt::Assign {
+                local,
+                value,
+                combine,
+            } => Stmt::Assign {
+                local: *local,
+                value: value.map_indices(buf, f),
+                combine: *combine,
+            },
+        }
+    }
+}
+
+impl Expr {
+    fn map_indices(&self, buf: BufId, f: &dyn Fn(&[Affine]) -> Vec<Affine>) -> Expr {
+        self.map_loads(&|b, index, lanes, step| Expr::Load {
+            buf: b,
+            index: if b == buf { f(index) } else { index.to_vec() },
+            lanes,
+            step,
+        })
+    }
+}

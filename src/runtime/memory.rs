@@ -1,7 +1,7 @@
 //! Storage for intermediates: a temporary is live from the first nest that
 //! touches it to the last; one whose life has ended lends its memory to a
 //! temporary created later (the largest size wins). Inputs and outputs
-//! keep their own storage.
+//! keep their own storage; a stack slice (`BufKind::Stack`) needs none.
 
 use crate::ir::{BufId, BufKind, Func, Stmt};
 
@@ -41,7 +41,10 @@ impl MemoryPlan {
         let mut len: Vec<usize> = func
             .buffers
             .iter()
-            .map(|b| if b.kind == BufKind::Input { 0 } else { b.len() })
+            .map(|b| match b.kind {
+                BufKind::Input | BufKind::Stack { .. } => 0,
+                _ => b.len(),
+            })
             .collect();
         // Temporaries by first use; `slots`: (owning buffer, last nest of its current tenant).
         let mut temps: Vec<usize> = (0..n)

@@ -319,6 +319,14 @@ impl Kernel {
                 });
                 continue;
             }
+            if matches!(b.kind, BufKind::Stack { .. }) {
+                // In the stack frame of the nest using it: no storage here.
+                out.push(exec::Bound {
+                    data: Storage::Owned(Vec::new()),
+                    output: None,
+                });
+                continue;
+            }
             let target = match b.kind {
                 BufKind::Output => targets
                     .iter_mut()
