@@ -119,8 +119,8 @@ pub const MAX_STACK_SLICE: usize = 32 * 1024;
 /// depthwise 3x3 over 256 channels of 28×28 wrote 921 KB of padded copy
 /// per call, its lines allocated and written back). `t`'s fills, which
 /// must all store zeros (a padded copy's border), give way to the slot's
-/// clearing on entry (`zeroed`); so the producer must store to the same
-/// elements of the slice in every iteration, leaving the border alone.
+/// clearing on entry (`zeroed`); so the producer must then store to the
+/// same elements of the slice in every iteration, leaving the border alone.
 /// `None` (nothing changed) if a fill stores other constants, the
 /// producer's stores move with the fused loops, or the slice exceeds
 /// [`MAX_STACK_SLICE`].
@@ -157,7 +157,8 @@ fn shrink_to_stack(
         |index: &[Affine]| -> Vec<Affine> { kept.iter().map(|&d| index[d].clone()).collect() };
     let mut shrunk = nest.map_indices(t, &keep);
     let innermost = innermost_fused(&mut shrunk, loops)?;
-    if !innermost.body.iter().all(|s| writes_alike(s, t, loops)) {
+    // (With no fills, each iteration reads only what it wrote.)
+    if !fills.is_empty() && !innermost.body.iter().all(|s| writes_alike(s, t, loops)) {
         return None;
     }
     let buffer = &mut func.buffers[t.index()];
