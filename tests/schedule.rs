@@ -692,7 +692,7 @@ fn a_long_channel_loop_beside_one_short_tap_loop_goes_innermost() {
 }
 
 #[test]
-fn scattered_weight_broadcasts_are_packed() {
+fn scattered_weight_broadcasts_are_packed_or_read_by_channel() {
     // 6×8 tiles of a 3x3 convolution over 256 channels of 14×14: each
     // sweep of `c` broadcasts from six rows of W 9 elements apart (54 KB
     // of lines), once per tap, for 28 tiles (14 rows, 2 column tiles):
@@ -711,16 +711,20 @@ fn scattered_weight_broadcasts_are_packed() {
         "{dump}"
     );
     // Not when the copy would be read by only 7 tiles (7×8: the copy of
-    // the weights costs more than it saves), nor when a sweep's lines fit
-    // in L1 (64 channels).
+    // the weights costs more than it saves): one-vector tiles of 8 output
+    // channels then, the channels outside the taps; nor when a sweep's
+    // lines fit in L1 (64 channels): 6×8 tiles, unpacked.
     let src7 = "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..7, j in 0..8";
     let inp = inputs(&[
         ("I", rand(&[1, 256, 7, 8], 1)),
-        ("W", rand(&[12, 256, 3, 3], 2)),
+        ("W", rand(&[16, 256, 3, 3], 2)),
     ]);
+    automatic_schedule_checked(src7, &inp);
     let (_, sched) = auto(src7, &inp);
     assert!(
-        sched.contains("split k 6") && !sched.contains("pack"),
+        sched.contains("split j 4; split k 8; reorder b i ko jo c rx ry ki ji;")
+            && sched.contains("accumulate c")
+            && !sched.contains("pack"),
         "{sched}"
     );
     let inp = inputs(&[
@@ -729,7 +733,7 @@ fn scattered_weight_broadcasts_are_packed() {
     ]);
     let (_, sched) = auto(src, &inp);
     assert!(
-        sched.contains("split k 6") && !sched.contains("pack"),
+        sched.contains("split j 8; split ji 4; split k 6;") && !sched.contains("pack"),
         "{sched}"
     );
 }

@@ -103,6 +103,19 @@ const ALTERNATIVES: [Tile; 3] = [
 /// compile 2.35 → 1.35 ms.
 const SHORT_TILE_ROWS: i64 = 8;
 
+/// The tile for a window whose 6×8 tile would broadcast from scattered
+/// streams that too few tiles read to pack (see [`scattered_broadcasts`]):
+/// 8 rows of one vector, the channels outside the taps, so that a step of
+/// the channel loop reads one channel's weights (9 adjacent floats per
+/// row) for all its taps. A 3x3 convolution over 512 channels of 7×7
+/// (the search's pick there): 47.8 → 50.3 GFLOP/s on one thread, 81 → 87
+/// on two (four alternating runs), compile 1.0 → 0.85 ms.
+const ONE_VECTOR_TILE: Tile = Tile {
+    mr: SHORT_TILE_ROWS,
+    nr: LANES as i64,
+    ..TILE
+};
+
 /// Trips from which a reduction loop beside a single other (a 1D window's
 /// taps) goes innermost in the chosen order: a transposed 1D convolution's
 /// phases (64 channels, 2 taps each) ran 50 → 55 GFLOP/s on one thread,
@@ -164,19 +177,28 @@ fn auto_schedule_keeping(
             return s;
         }
     }
-    let mut candidate = candidate(st, keep, tile);
-    if let Ok(spec) = super::plan(program, st, &candidate) {
-        candidate.0.extend(packs(program, st, &spec));
+    let mut schedule = candidate(st, keep, tile);
+    if let Ok(spec) = super::plan(program, st, &schedule) {
+        let packs = packs(program, st, &spec);
+        // Scattered broadcasts read by too few tiles to pack: one-vector
+        // tiles instead (see `ONE_VECTOR_TILE`).
+        let narrow = (tile == TILE && packs.starved)
+            .then(|| candidate(st, keep, ONE_VECTOR_TILE))
+            .filter(|s| super::plan(program, st, s).is_ok());
+        match narrow {
+            Some(narrow) => schedule = narrow,
+            None => schedule.0.extend(packs.directives),
+        }
     }
     let without_parallel = Schedule(
-        candidate
+        schedule
             .0
             .iter()
             .filter(|d| !matches!(d, Directive::Parallel(_)))
             .cloned()
             .collect(),
     );
-    [candidate, without_parallel]
+    [schedule, without_parallel]
         .into_iter()
         .find(|s| super::plan(program, st, s).is_ok())
         .unwrap_or_default()
@@ -896,20 +918,23 @@ fn aligned_pair(
 /// large to sit in L1 beside the other operand anyway (GEMM 64: its 16 KB
 /// `B` packed ran 8% slower, 47.5-49.6 against 52.7-53.5 GFLOP/s).
 /// Broadcast reads are worth packing too when they come from
-/// [`scattered_broadcasts`].
-fn packs(program: &Program, st: &Statement, spec: &Spec) -> Vec<Directive> {
+/// [`scattered_broadcasts`] that enough tiles read.
+fn packs(program: &Program, st: &Statement, spec: &Spec) -> Packs {
+    let mut out = Packs {
+        directives: Vec::new(),
+        starved: false,
+    };
     let Some(&vector) = spec
         .order
         .last()
         .filter(|&&d| matches!(spec.dims[d].kind, LoopKind::Vectorized(_)))
     else {
-        return Vec::new();
+        return out;
     };
     let reduced = spec.reduced_dims(st);
     let Some(&step) = spec.order.iter().rev().find(|d| reduced.contains(d)) else {
-        return Vec::new();
+        return out;
     };
-    let mut out: Vec<Directive> = Vec::new();
     for read in st.rhs.reads() {
         let tensor = &program.tensors[read.tensor.index()];
         let strides = crate::ir::Buffer {
@@ -931,6 +956,7 @@ fn packs(program: &Program, st: &Statement, spec: &Spec) -> Vec<Directive> {
             !dims.contains(&d) && !reduced.contains(&d) && spec.dims[d].hi - spec.dims[d].lo > 1
         });
         let named = out
+            .directives
             .iter()
             .any(|p| *p == Directive::Pack(tensor.name.clone()));
         let worth = stride_of(vector) == 1
@@ -938,15 +964,25 @@ fn packs(program: &Program, st: &Statement, spec: &Spec) -> Vec<Directive> {
             && reused
             && 4 * spec.pack_len(read) <= 5 * size
             && size * 4 > L1_BYTES / 2;
-        let worth = worth
-            || (stride_of(vector) == 0
-                && 4 * spec.pack_len(read) <= 5 * size
-                && scattered_broadcasts(spec, &dims, &reduced, step, &stride_of));
+        let scattered = match stride_of(vector) {
+            0 => scattered_broadcasts(spec, &dims, &reduced, step, &stride_of),
+            _ => None,
+        };
+        let reused = scattered.is_some_and(|reuse| reuse >= MIN_BROADCAST_REUSE);
+        out.starved |= scattered.is_some() && !reused;
+        let worth = worth || (reused && 4 * spec.pack_len(read) <= 5 * size);
         if !named && (worth || transposed(spec, read, vector)) {
-            out.push(Directive::Pack(tensor.name.clone()));
+            out.directives.push(Directive::Pack(tensor.name.clone()));
         }
     }
     out
+}
+
+/// The packs a schedule takes, and whether a broadcast read is scattered
+/// but read by too few tiles to pack (see [`scattered_broadcasts`]).
+struct Packs {
+    directives: Vec<Directive>,
+    starved: bool,
 }
 
 /// Tile iterations that must read a packed broadcast operand for its copy
@@ -956,26 +992,25 @@ fn packs(program: &Program, st: &Statement, spec: &Spec) -> Vec<Directive> {
 /// times, and ran 43 → 31 (the copy of 9.4 MB costs more than it saves).
 const MIN_BROADCAST_REUSE: i64 = 16;
 
-/// Whether a broadcast operand (a convolution's weights `W[k, c, rx, ry]`
-/// under a tile of output channels) reaches its register tile as one
-/// stream per tile row — rows more than a cache line apart — each stepping
-/// through memory in the innermost reduction loop with gaps (`c` steps 9
-/// elements), so the streams' lines for one sweep of that loop outgrow
-/// L1 and each sweep (one per tap) fetches them again from L2; and the
-/// copy is read [`MIN_BROADCAST_REUSE`] times or more. Packed in loop order
-/// (`W+pack[ko, rx, ry, c, ki]`), the tile's broadcasts for one step are
-/// adjacent and each sweep reads one contiguous run.
+/// If a broadcast operand (a convolution's weights `W[k, c, rx, ry]` under
+/// a tile of output channels) reaches its register tile as one stream per
+/// tile row — rows more than a cache line apart — each stepping through
+/// memory in the innermost reduction loop with gaps (`c` steps 9
+/// elements), so that the streams' lines for one sweep of that loop
+/// outgrow L1 and each sweep (one per tap) fetches them again from L2: the
+/// tiles that would read a copy. Packed in loop order (`W+pack[ko, rx, ry,
+/// c, ki]`) when [`MIN_BROADCAST_REUSE`] or more do, the tile's broadcasts
+/// for one step are adjacent and each sweep reads one contiguous run;
+/// fewer take [`ONE_VECTOR_TILE`].
 fn scattered_broadcasts(
     spec: &Spec,
     dims: &[usize],
     reduced: &[usize],
     step: usize,
     stride_of: &dyn Fn(usize) -> i64,
-) -> bool {
+) -> Option<i64> {
     let trips = |d: usize| spec.dims[d].hi - spec.dims[d].lo;
-    let Some(at) = spec.order.iter().position(|&d| d == step) else {
-        return false;
-    };
+    let at = spec.order.iter().position(|&d| d == step)?;
     let streams: i64 = spec.order[at + 1..]
         .iter()
         .filter(|&&d| stride_of(d).abs() > 16)
@@ -988,7 +1023,7 @@ fn scattered_broadcasts(
         .filter(|d| !dims.contains(d) && !reduced.contains(d))
         .map(|&d| trips(d))
         .product();
-    streams > 1 && gap > 1 && swept > L1_BYTES && reuse >= MIN_BROADCAST_REUSE
+    (streams > 1 && gap > 1 && swept > L1_BYTES).then_some(reuse)
 }
 
 /// Rows of a horizontal-reduction tile (GEMV's `O[i]`): independent vector
