@@ -242,33 +242,29 @@ impl Stmt {
     /// The statement with every index of `buf` (loads and stores) replaced
     /// by `f(index)`.
     pub fn map_indices(&self, buf: BufId, f: &dyn Fn(&[Affine]) -> Vec<Affine>) -> Stmt {
+        let mut s = self.clone();
+        s.map_indices_in_place(buf, f);
+        s
+    }
+
+    fn map_indices_in_place(&mut self, buf: BufId, f: &dyn Fn(&[Affine]) -> Vec<Affine>) {
         match self {
-            Stmt::Loop(l) => Stmt::Loop(Loop {
-                body: l.body.iter().map(|s| s.map_indices(buf, f)).collect(),
-                ..l.clone()
-            }),
+            Stmt::Loop(l) => l
+                .body
+                .iter_mut()
+                .for_each(|s| s.map_indices_in_place(buf, f)),
             Stmt::Store {
                 buf: b,
                 index,
                 value,
-                combine,
-                step,
-            } => Stmt::Store {
-                buf: *b,
-                index: if *b == buf { f(index) } else { index.clone() },
-                value: value.map_indices(buf, f),
-                combine: *combine,
-                step: *step,
-            },
-            Stmt::Assign {
-                local,
-                value,
-                combine,
-            } => Stmt::Assign {
-                local: *local,
-                value: value.map_indices(buf, f),
-                combine: *combine,
-            },
+                ..
+            } => {
+                if *b == buf {
+                    *index = f(index);
+                }
+                *value = value.map_indices(buf, f);
+            }
+            Stmt::Assign { value, .. } => *value = value.map_indices(buf, f),
         }
     }
 }

@@ -302,12 +302,14 @@ impl Kernel {
         let is_reused = reused.is_some();
         let mut set = reused.unwrap_or_else(|| vec![Vec::new(); self.scheduled.buffers.len()]);
         for (i, b) in self.scheduled.buffers.iter().enumerate() {
-            if b.kind == BufKind::Temp && self.memory.len[i] > 0 {
+            if matches!(b.kind, BufKind::Temp | BufKind::Stack { .. }) {
                 // Contents need no clearing: every intermediate is written
                 // by its initialisation before anything reads it (in this
                 // run, or for the nests run once, in the set's first run),
                 // but for the zero fills never compiled
                 // (`MemoryPlan::zeroed`): fresh storage is zeros from here.
+                // None for a temporary in another's storage or in a nest's
+                // stack frame (`MemoryPlan::len` 0).
                 let mut v = std::mem::take(&mut set[i]);
                 let len = self.memory.len[i];
                 v.try_reserve_exact(len.saturating_sub(v.len()))
@@ -315,14 +317,6 @@ impl Kernel {
                 v.resize(len, 0.0);
                 out.push(exec::Bound {
                     data: Storage::Owned(v),
-                    output: None,
-                });
-                continue;
-            }
-            if matches!(b.kind, BufKind::Stack { .. }) {
-                // In the stack frame of the nest using it: no storage here.
-                out.push(exec::Bound {
-                    data: Storage::Owned(Vec::new()),
                     output: None,
                 });
                 continue;

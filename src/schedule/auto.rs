@@ -179,16 +179,17 @@ fn auto_schedule_keeping(
     }
     let mut schedule = candidate(st, keep, tile);
     if let Ok(spec) = super::plan(program, st, &schedule) {
-        let packs = packs(program, st, &spec);
+        let mut taken = packs(program, st, &spec);
         // Scattered broadcasts read by too few tiles to pack: one-vector
-        // tiles instead (see `ONE_VECTOR_TILE`).
-        let narrow = (tile == TILE && packs.starved)
-            .then(|| candidate(st, keep, ONE_VECTOR_TILE))
-            .filter(|s| super::plan(program, st, s).is_ok());
-        match narrow {
-            Some(narrow) => schedule = narrow,
-            None => schedule.0.extend(packs.directives),
+        // tiles instead (see `ONE_VECTOR_TILE`), with their own packs.
+        if tile == TILE && taken.starved {
+            let narrow = candidate(st, keep, ONE_VECTOR_TILE);
+            if let Ok(spec) = super::plan(program, st, &narrow) {
+                taken = packs(program, st, &spec);
+                schedule = narrow;
+            }
         }
+        schedule.0.extend(taken.directives);
     }
     let without_parallel = Schedule(
         schedule
@@ -952,9 +953,12 @@ fn packs(program: &Program, st: &Statement, spec: &Spec) -> Packs {
         };
         let dims = spec.pack_dims(read);
         let size: i64 = tensor.shape.iter().map(|&n| n as i64).product();
-        let reused = spec.order.iter().any(|&d| {
-            !dims.contains(&d) && !reduced.contains(&d) && spec.dims[d].hi - spec.dims[d].lo > 1
-        });
+        let reused = spec
+            .order
+            .iter()
+            .any(|&d| !dims.contains(&d) && !reduced.contains(&d) && spec.dims[d].trips() > 1);
+        // No duplication in the copy (at most a quarter more: partial tiles).
+        let compact = 4 * spec.pack_len(read) <= 5 * size;
         let named = out
             .directives
             .iter()
@@ -962,15 +966,15 @@ fn packs(program: &Program, st: &Statement, spec: &Spec) -> Packs {
         let worth = stride_of(vector) == 1
             && stride_of(step).abs() > 16
             && reused
-            && 4 * spec.pack_len(read) <= 5 * size
+            && compact
             && size * 4 > L1_BYTES / 2;
         let scattered = match stride_of(vector) {
             0 => scattered_broadcasts(spec, &dims, &reduced, step, &stride_of),
             _ => None,
         };
-        let reused = scattered.is_some_and(|reuse| reuse >= MIN_BROADCAST_REUSE);
-        out.starved |= scattered.is_some() && !reused;
-        let worth = worth || (reused && 4 * spec.pack_len(read) <= 5 * size);
+        let pays = scattered.is_some_and(|tiles| tiles >= MIN_BROADCAST_REUSE);
+        out.starved |= scattered.is_some() && !pays;
+        let worth = worth || (pays && compact);
         if !named && (worth || transposed(spec, read, vector)) {
             out.directives.push(Directive::Pack(tensor.name.clone()));
         }
@@ -1009,7 +1013,7 @@ fn scattered_broadcasts(
     step: usize,
     stride_of: &dyn Fn(usize) -> i64,
 ) -> Option<i64> {
-    let trips = |d: usize| spec.dims[d].hi - spec.dims[d].lo;
+    let trips = |d: usize| spec.dims[d].trips();
     let at = spec.order.iter().position(|&d| d == step)?;
     let streams: i64 = spec.order[at + 1..]
         .iter()

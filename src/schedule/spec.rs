@@ -21,6 +21,13 @@ pub struct Dim {
     pub peel: bool,
 }
 
+impl Dim {
+    /// Iterations of the loop.
+    pub fn trips(&self) -> i64 {
+        self.hi - self.lo
+    }
+}
+
 /// `lo <= expr <= hi` over dimension ids (`Var(d)` is `dims[d]`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Constraint {
@@ -95,7 +102,7 @@ impl Spec {
     pub fn pack_len(&self, read: &Access) -> i64 {
         self.pack_dims(read)
             .iter()
-            .map(|&d| self.dims[d].hi - self.dims[d].lo)
+            .map(|&d| self.dims[d].trips())
             .product()
     }
 
@@ -355,7 +362,7 @@ impl Spec {
             }
             Directive::Unroll(name) => {
                 let d = self.find(name)?;
-                let trips = self.dims[d].hi - self.dims[d].lo;
+                let trips = self.dims[d].trips();
                 if trips > 64 {
                     return Err(format!(
                         "cannot unroll `{name}`: {trips} iterations (at most 64)"
@@ -375,7 +382,7 @@ impl Spec {
                         "cannot vectorize `{name}`: only the innermost loop can be"
                     ));
                 }
-                let trips = self.dims[d].hi - self.dims[d].lo;
+                let trips = self.dims[d].trips();
                 if trips != i64::from(LANES) {
                     return Err(format!(
                         "cannot vectorize `{name}`: it has {trips} iterations, a vector {LANES} lanes (split it by {LANES} first)"
@@ -447,7 +454,7 @@ impl Spec {
     /// bounded by a split's tail too (`512*io + 6*iio + iii`, the tiles of
     /// `6*iio + iii` stopping at 512).
     fn injective_in(&self, st: &Statement, d: usize) -> bool {
-        let extent = |v: Var| self.dims[v.index()].hi - self.dims[v.index()].lo;
+        let extent = |v: Var| self.dims[v.index()].trips();
         st.lhs.index.iter().any(|e| {
             let e = self.substitute(e);
             let a = e.coeff(Var(d as u32)).abs();
