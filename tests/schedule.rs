@@ -323,10 +323,7 @@ fn register_blocked_gemm_with_tails() {
 
 #[test]
 fn padded_convolution_peels_its_boundaries() {
-    let i = inputs(&[
-        ("I", rand(&[1, 3, 9, 10], 1)),
-        ("W", rand(&[5, 3, 3, 3], 2)),
-    ]);
+    let i = input_and_weights(&[1, 3, 9, 10], &[5, 3, 3, 3]);
     let src = "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..9, j in 0..10";
     let sched = "split j 4; reorder b k i jo c rx ry ji; vectorize ji; accumulate c";
     let dump = check(src, &i, sched);
@@ -535,10 +532,7 @@ fn automatic_schedules_block_gemm_and_convolutions() {
     // Registers start at zero: no separate pass fills the output.
     assert!(dump.contains("acc0 = splat(0.0)"), "{dump}");
     assert!(!dump.contains("for d0 in"), "{dump}");
-    let conv = inputs(&[
-        ("I", rand(&[2, 3, 9, 11], 1)),
-        ("W", rand(&[7, 3, 3, 3], 2)),
-    ]);
+    let conv = input_and_weights(&[2, 3, 9, 11], &[7, 3, 3, 3]);
     let (dump, sched) = auto(
         "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..9, j in 0..11",
         &conv,
@@ -563,16 +557,18 @@ fn automatic_schedules_block_gemm_and_convolutions() {
     assert!(!sched.contains("pack"), "{sched}");
     let (dump, sched) = auto(
         "O[b,k,i,j] = I[b,c,i,j] * W[k,c,0,0]",
-        &inputs(&[
-            ("I", rand(&[1, 64, 3, 24], 1)),
-            ("W", rand(&[13, 64, 1, 1], 2)),
-        ]),
+        &input_and_weights(&[1, 64, 3, 24], &[13, 64, 1, 1]),
     );
     assert!(sched.ends_with("pack I"), "{sched}");
     assert!(
         dump.contains("I+pack: temp f32[1, 3, 3, 64, 2, 4]"),
         "{dump}"
     );
+}
+
+/// Random `I` and `W` of these shapes (a convolution's input and weights).
+fn input_and_weights(i: &[usize], w: &[usize]) -> Inputs {
+    inputs(&[("I", rand(i, 1)), ("W", rand(w, 2))])
 }
 
 /// The automatic schedule of `src`'s last statement, after checking the
@@ -597,10 +593,7 @@ fn deep_windows_get_whole_one_vector_tiles() {
     // 6x8 tiles would be partial in both dimensions (four copies of the
     // kernel to compile); 8x4 tiles cover it whole.
     let src = "O[b,k,i,j] = I[b,c,2*i+rx-1,2*j+ry-1] * W[k,c,rx,ry] where i in 0..5, j in 0..12";
-    let inp = inputs(&[
-        ("I", rand(&[1, 3, 10, 24], 1)),
-        ("W", rand(&[32, 3, 3, 3], 2)),
-    ]);
+    let inp = input_and_weights(&[1, 3, 10, 24], &[32, 3, 3, 3]);
     let conv = automatic_schedule_checked(src, &inp);
     assert!(
         conv.starts_with("split j 4; split k 8; reorder b i ko jo"),
@@ -615,10 +608,7 @@ fn deep_windows_get_whole_one_vector_tiles() {
         (8, "split j 8; split ji 4; split k 6;"),
         (3, "split j 4; split k 8; reorder b i ko jo c rx ry ki ji;"),
     ] {
-        let inp = inputs(&[
-            ("I", rand(&[1, channels, 5, 16], 1)),
-            ("W", rand(&[32, channels, 3, 3], 2)),
-        ]);
+        let inp = input_and_weights(&[1, channels, 5, 16], &[32, channels, 3, 3]);
         let conv = automatic_schedule_checked(src, &inp);
         assert!(conv.starts_with(tile), "{conv}");
     }
@@ -626,10 +616,7 @@ fn deep_windows_get_whole_one_vector_tiles() {
     // depthwise stride-2 window, 14 wide: its last vector partial either
     // way), its 14 rows in two tiles of 7.
     let src = "O[b,c,i,j] = I[b,c,2*i+rx-1,2*j+ry-1] * W[c,0,rx,ry] where i in 0..14, j in 0..14";
-    let inp = inputs(&[
-        ("I", rand(&[1, 3, 28, 28], 1)),
-        ("W", rand(&[3, 1, 3, 3], 2)),
-    ]);
+    let inp = input_and_weights(&[1, 3, 28, 28], &[3, 1, 3, 3]);
     let conv = automatic_schedule_checked(src, &inp);
     assert!(conv.starts_with("split j 4; split i 7;"), "{conv}");
 }
@@ -698,10 +685,7 @@ fn scattered_weight_broadcasts_are_packed_or_read_by_channel() {
     // of lines), once per tap, for 28 tiles (14 rows, 2 column tiles):
     // W is packed in loop order, the tile's six weights adjacent.
     let src = "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..14, j in 0..14";
-    let inp = inputs(&[
-        ("I", rand(&[1, 256, 14, 14], 1)),
-        ("W", rand(&[12, 256, 3, 3], 2)),
-    ]);
+    let inp = input_and_weights(&[1, 256, 14, 14], &[12, 256, 3, 3]);
     automatic_schedule_checked(src, &inp);
     let (dump, sched) = auto(src, &inp);
     assert!(sched.contains("pack W"), "{sched}");
@@ -715,10 +699,7 @@ fn scattered_weight_broadcasts_are_packed_or_read_by_channel() {
     // channels then, the channels outside the taps; nor when a sweep's
     // lines fit in L1 (64 channels): 6×8 tiles, unpacked.
     let src7 = "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..7, j in 0..8";
-    let inp = inputs(&[
-        ("I", rand(&[1, 256, 7, 8], 1)),
-        ("W", rand(&[16, 256, 3, 3], 2)),
-    ]);
+    let inp = input_and_weights(&[1, 256, 7, 8], &[16, 256, 3, 3]);
     automatic_schedule_checked(src7, &inp);
     let (_, sched) = auto(src7, &inp);
     assert!(
@@ -727,10 +708,7 @@ fn scattered_weight_broadcasts_are_packed_or_read_by_channel() {
             && !sched.contains("pack"),
         "{sched}"
     );
-    let inp = inputs(&[
-        ("I", rand(&[1, 64, 14, 14], 1)),
-        ("W", rand(&[12, 64, 3, 3], 2)),
-    ]);
+    let inp = input_and_weights(&[1, 64, 14, 14], &[12, 64, 3, 3]);
     let (_, sched) = auto(src, &inp);
     assert!(
         sched.contains("split j 8; split ji 4; split k 6;") && !sched.contains("pack"),
@@ -745,10 +723,7 @@ fn a_two_trip_residue_loop_does_not_stay_innermost() {
     // `ryq` goes outside `rx`, so that the loop around the tile is `rx`'s
     // seven trips, not `ryq`'s two.
     let src = "O[b,k,i,j] = I[b,c,2*i+rx-3,2*j+ry-3] * W[k,c,rx,ry] where i in 0..3, j in 0..16";
-    let inp = inputs(&[
-        ("I", rand(&[1, 3, 6, 32], 1)),
-        ("W", rand(&[12, 3, 7, 7], 2)),
-    ]);
+    let inp = input_and_weights(&[1, 3, 6, 32], &[12, 3, 7, 7]);
     let sched = automatic_schedule_checked(src, &inp);
     assert!(sched.contains(" c ryq rx rya "), "{sched}");
     assert!(
@@ -758,10 +733,7 @@ fn a_two_trip_residue_loop_does_not_stay_innermost() {
     // Not past the loop the tile accumulates across (a 5x5 stride-2
     // depthwise window: `rx ryq rya`, accumulating across `rx`).
     let src = "O[b,c,i,j] = I[b,c,2*i+rx-2,2*j+ry-2] * W[c,0,rx,ry] where i in 0..7, j in 0..8";
-    let inp = inputs(&[
-        ("I", rand(&[1, 3, 14, 16], 1)),
-        ("W", rand(&[3, 1, 5, 5], 2)),
-    ]);
+    let inp = input_and_weights(&[1, 3, 14, 16], &[3, 1, 5, 5]);
     let sched = automatic_schedule_checked(src, &inp);
     assert!(sched.contains(" rx ryq rya "), "{sched}");
     assert!(sched.contains("accumulate rx"), "{sched}");
@@ -809,10 +781,7 @@ fn short_rows_of_a_deep_window_take_a_second_row_dimension() {
     // a one-vector tile the channels stay outside the taps.
     let src = "O[b,4*g+k,i,j] = I[b,4*g+c,i+rx-1,j+ry-1] * W[4*g+k,c,rx,ry] \
                where g in 0..3, k in 0..4, i in 0..6, j in 0..12";
-    let inp = inputs(&[
-        ("I", rand(&[1, 12, 6, 12], 1)),
-        ("W", rand(&[12, 4, 3, 3], 2)),
-    ]);
+    let inp = input_and_weights(&[1, 12, 6, 12], &[12, 4, 3, 3]);
     assert_eq!(
         automatic_schedule_checked(src, &inp),
         "split j 4; split i 2; reorder b g io jo c ry rx ii k ji; unroll ii; unroll k; \
@@ -821,10 +790,7 @@ fn short_rows_of_a_deep_window_take_a_second_row_dimension() {
     // With 16-wide rows (whole in 8-lane tiles) the 4x8 tile stays.
     let src = "O[b,4*g+k,i,j] = I[b,4*g+c,i+rx-1,j+ry-1] * W[4*g+k,c,rx,ry] \
                where g in 0..3, k in 0..4, i in 0..6, j in 0..16";
-    let inp = inputs(&[
-        ("I", rand(&[1, 12, 6, 16], 1)),
-        ("W", rand(&[12, 4, 3, 3], 2)),
-    ]);
+    let inp = input_and_weights(&[1, 12, 6, 16], &[12, 4, 3, 3]);
     let conv = automatic_schedule_checked(src, &inp);
     assert!(conv.starts_with("split j 8; split ji 4; reorder"), "{conv}");
 }
