@@ -69,8 +69,8 @@ fn check_compiled(src: &str, shapes: &[(&str, &[usize])], dump: impl Fn(&str)) {
 /// column 1); a row of 30 (not a multiple of four) keeps a scalar tail.
 /// Fused per channel, the copy shrinks to one channel's slice on the
 /// stack, zeroed on entry for its border (every channel's copy writes the
-/// same elements), with no fill nest. Results
-/// against the reference, on one and two threads.
+/// same elements), with no fill nest. Results against the reference, on
+/// one and two threads.
 #[test]
 fn padded_copies_run_whole_vectors_from_the_in_bounds_start() {
     let src = "O[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * W[c,0,rx,ry] where i in 0..28, j in 0..28";
