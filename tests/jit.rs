@@ -574,6 +574,105 @@ fn accumulating_into_an_input_copies_it_only_when_needed() {
     }
 }
 
+/// No kernel reads outside its inputs: every operation of the README's
+/// table with each input bordering a page the process may not touch, after
+/// its last element and then before its first (a read past either end
+/// faults), on sizes with partial vectors and tiles; results against the
+/// reference.
+#[test]
+fn every_operation_reads_only_inside_its_inputs() {
+    for n in [3, 7, 17] {
+        for (_, src, shapes) in operations(n) {
+            let list: Vec<(&str, ArrayD<f32>)> = shapes
+                .iter()
+                .enumerate()
+                .map(|(k, (name, s))| (*name, rand(s, k as u64 + 5)))
+                .collect();
+            let want = reference(&src, &inputs(&list));
+            for at_end in [true, false] {
+                let guarded: Vec<Guarded> = list
+                    .iter()
+                    .map(|(_, a)| Guarded::new(a.as_slice().unwrap(), at_end))
+                    .collect();
+                let views: Vec<(&str, ndarray::ArrayViewD<f32>)> = list
+                    .iter()
+                    .zip(&guarded)
+                    .map(|((name, a), g)| (*name, g.view(a.shape())))
+                    .collect();
+                let got = Formula::new(&src).unwrap().run(&views).unwrap();
+                for (name, w) in &want {
+                    assert_close(&got[name], w, 1e-4);
+                }
+            }
+        }
+    }
+}
+
+/// Loads of every other element read whole pairs of vectors from an even
+/// element, shared between a row's two residues, and never an element
+/// outside the tensor: each input here borders a page the process may not
+/// touch, after its last element and then before its first, so a read past
+/// either end faults. The shapes put a stride-2 load's last lane on the
+/// tensor's last element (where its pair would run one past it), its first
+/// on element 1 (the pair's start is element 0), and residue copies of odd
+/// and even rows; results against the reference on one and two threads.
+#[test]
+fn stride_2_loads_stay_inside_their_tensors() {
+    // (formula, shape of X, shape of W or none)
+    let cases: [(&str, &[usize], &[usize]); 7] = [
+        ("O[i,j] = X[2*i, 2*j]", &[5, 15], &[]),
+        ("O[i,j] = X[2*i, 2*j+1]", &[5, 16], &[]),
+        (
+            "O[b,c,i,j] max= X[b,c,2*i+rx,2*j+ry] where rx in 0..2, ry in 0..2",
+            &[1, 3, 8, 16],
+            &[],
+        ),
+        (
+            "O[b,c,i,j] max= X[b,c,2*i+rx,2*j+ry] where rx in 0..2, ry in 0..2",
+            &[1, 3, 9, 17],
+            &[],
+        ),
+        (
+            "O[b,c,i,j] = X[b,c,2*i+rx-1,2*j+ry-1] * W[c,0,rx,ry] where i in 0..8, j in 0..8",
+            &[1, 3, 16, 16],
+            &[3, 1, 3, 3],
+        ),
+        (
+            "O[b,c,i,j] = X[b,c,2*i+rx-1,2*j+ry-1] * W[c,0,rx,ry] where i in 0..8, j in 0..8",
+            &[1, 2, 15, 15],
+            &[2, 1, 3, 3],
+        ),
+        (
+            "O[b,k,i,j] = X[b,c,2*i+rx,2*j+ry] * W[k,c,rx,ry]",
+            &[1, 2, 9, 17],
+            &[3, 2, 3, 3],
+        ),
+    ];
+    for (src, x_shape, w_shape) in cases {
+        let x = rand(x_shape, 11);
+        let w = (!w_shape.is_empty()).then(|| rand(w_shape, 12));
+        let mut list = vec![("X", x.clone())];
+        list.extend(w.clone().map(|w| ("W", w)));
+        let want = reference(src, &inputs(&list));
+        let mut shapes: Vec<(&str, &[usize])> = vec![("X", x_shape)];
+        shapes.extend(w.as_ref().map(|_| ("W", w_shape)));
+        for at_end in [true, false] {
+            let guarded = Guarded::new(x.as_slice().unwrap(), at_end);
+            let mut views = vec![("X", guarded.view(x_shape))];
+            views.extend(w.as_ref().map(|w| ("W", w.view())));
+            for threads in [1, 2] {
+                let kernel = Kernel::compile(src, &shapes).unwrap().with_threads(threads);
+                assert!(
+                    kernel.scheduled_ir().contains("x4/2"),
+                    "{src}: no stride-2 vector load"
+                );
+                let got = kernel.run(&views).unwrap();
+                assert_close(&got["O"], &want["O"], 1e-4);
+            }
+        }
+    }
+}
+
 #[test]
 fn strided_and_transposed_views() {
     let a = rand(&[6, 8], 1);

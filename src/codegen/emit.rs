@@ -57,6 +57,7 @@ pub fn emit_nest(
         fma,
         vars: vec![None; func.var_names.len()],
         known: vec![None; func.var_names.len()],
+        ranges: vec![None; func.var_names.len()],
         locals: vec![None; func.locals.len()],
         bases: vec![None; func.buffers.len()],
         movable: movable_loads(func, nest, &strides),
@@ -103,6 +104,9 @@ struct Emitter<'a, 'f> {
     /// that address arithmetic on them folds instead of becoming
     /// instructions for Cranelift to fold.
     known: Vec<Option<i64>>,
+    /// A half-open range of the values of each loop variable being emitted,
+    /// where its bounds give one without running (see `value_range`).
+    ranges: Vec<Option<(i64, i64)>>,
     locals: Vec<Option<Variable>>,
     /// Base pointers, loaded once in the entry block.
     bases: Vec<Option<Value>>,
@@ -153,6 +157,19 @@ const VECTOR_REGISTERS: usize = 16;
 /// (measured: max pooling's two accumulators gain 2x; a stride-2
 /// convolution's twelve lose 12% to spills).
 const ROOM_FOR_SHUFFLES: usize = 8;
+
+/// Where a load of every other element starts, relative to its buffer's
+/// first element (see [`Emitter::load_lanes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pairing {
+    /// An odd element: the pair of vectors from the even one before.
+    Odd,
+    /// An even element with seven more after it in the buffer: the pair of
+    /// vectors from it.
+    Even,
+    /// An even element fewer than eight from the buffer's end.
+    EvenAtEnd,
+}
 
 /// `var` holds `base(buf) + offset` (bytes) at the current iteration.
 #[derive(Clone)]
@@ -303,6 +320,25 @@ impl Emitter<'_, '_> {
             })
     }
 
+    /// A range containing every value of `l`'s variable: its lower bound is
+    /// the largest of its terms and its upper the smallest, so any constant
+    /// term bounds it (a tail's `min(6, 256 - 6*ko)` is at most 6).
+    fn value_range(l: &Loop) -> Option<(i64, i64)> {
+        let constants = |terms: &[Bound], lower: bool| {
+            terms
+                .iter()
+                .filter_map(|t| {
+                    let c = t.as_constant()?;
+                    Some(match lower {
+                        true => ceil_div(c, t.div),
+                        false => floor_div(c, t.div),
+                    })
+                })
+                .reduce(if lower { i64::max } else { i64::min })
+        };
+        Some((constants(&l.lo, true)?, constants(&l.hi, false)?))
+    }
+
     /// `max` (lower) or `min` (upper) of the bound terms.
     fn bounds(&mut self, terms: &[Bound], lower: bool) -> Value {
         if let Some(c) = Self::constant_bound(terms, lower) {
@@ -345,7 +381,7 @@ impl Emitter<'_, '_> {
                 let new = match combine {
                     None => self.expr(value)?,
                     Some(c) => {
-                        let old = self.load_lanes(flags, ptr, off, lanes, *step);
+                        let old = self.load_lanes(flags, ptr, off, lanes, *step, None);
                         self.combine(*c, old, value)?
                     }
                 };
@@ -384,6 +420,7 @@ impl Emitter<'_, '_> {
         // A loop of one trip (a batch of one) is its body, with its
         // variable a known constant: no blocks, counter or pointers for the
         // register allocator to track through the nest.
+        self.ranges[l.var.index()] = Self::value_range(l);
         let known_lo = Self::constant_bound(&l.lo, true);
         if l.kind != crate::ir::LoopKind::Parallel
             && known_lo.is_some()
@@ -872,6 +909,32 @@ impl Emitter<'_, '_> {
         self.select(take_a, a, b)
     }
 
+    /// How a load of every other element from `buf[index]` lines up with the
+    /// pairs of vectors an even element starts (see `load_lanes`), if the
+    /// first element's parity is the same at every iteration.
+    fn pairing(&self, buf: BufId, index: &[Affine]) -> Option<Pairing> {
+        let bytes = self.fold_known(&self.byte_offset(buf, index));
+        if bytes.terms.iter().any(|&(_, c)| c % 8 != 0) {
+            return None;
+        }
+        if bytes.constant.rem_euclid(8) != 0 {
+            return Some(Pairing::Odd);
+        }
+        let ranges: Option<Vec<(Var, (i64, i64))>> = bytes
+            .terms
+            .iter()
+            .map(|&(v, _)| Some((v, self.ranges[v.index()]?)))
+            .collect();
+        let ranges = ranges?;
+        let range = |v: Var| ranges.iter().find(|(x, _)| *x == v).expect("ranged").1;
+        let (_, last) = bytes.bounds_over(&range)?;
+        let len = self.func.buffers[buf.index()].len() as i64;
+        Some(match last / 4 + 2 * i64::from(LANES) <= len {
+            true => Pairing::Even,
+            false => Pairing::EvenAtEnd,
+        })
+    }
+
     /// The vector of lanes `lanes` of `a` (0–3) and `b` (4–7): one `shufps`.
     fn pick_lanes(&mut self, a: Value, b: Value, lanes: [u8; 4]) -> Value {
         let bytes: Vec<u8> = lanes.iter().flat_map(|&l| 4 * l..4 * l + 4).collect();
@@ -902,20 +965,31 @@ impl Emitter<'_, '_> {
         off: i32,
         lanes: u32,
         step: i64,
+        pairing: Option<Pairing>,
     ) -> Value {
         match (lanes, step) {
             (1, _) => self.b.ins().load(F32, flags, ptr, off),
             (_, 1) => self.b.ins().load(F32X4, flags, ptr, off),
             (4, 2) if self.carried_vectors <= ROOM_FOR_SHUFFLES => {
-                // Every other element (pooling, a stride-2 window): two
-                // vector loads covering exactly the seven elements from the
-                // first lane's to the last's, lanes 0, 2 of the first and 1,
-                // 3 of the second. It needs two registers at once, so a
-                // large register tile (a stride-2 convolution's) gathers
-                // lane by lane.
-                let first = self.b.ins().load(F32X4, flags, ptr, off);
-                let second = self.b.ins().load(F32X4, flags, ptr, off + 12);
-                self.pick_lanes(first, second, [0, 2, 5, 7])
+                // Every other element (pooling, a stride-2 window, a copy
+                // split by residue): two vector loads and one shuffle. From
+                // the even element at or before the first lane's, loads of
+                // whole pairs, which the odd lanes' and the even lanes'
+                // loads of one place share (Cranelift merges equal pure
+                // loads): the two residues of a copy's row cost a load per
+                // vector, not two. An even start too near the buffer's end
+                // for its pair (or of unknown parity) loads exactly the
+                // seven elements from the first lane's to the last's. It
+                // needs two registers at once, so a large register tile (a
+                // stride-2 convolution's) gathers lane by lane.
+                let (from, second, lanes) = match pairing {
+                    Some(Pairing::Even) => (off, off + 16, [0, 2, 4, 6]),
+                    Some(Pairing::Odd) => (off - 4, off + 12, [1, 3, 5, 7]),
+                    Some(Pairing::EvenAtEnd) | None => (off, off + 12, [0, 2, 5, 7]),
+                };
+                let first = self.b.ins().load(F32X4, flags, ptr, from);
+                let second = self.b.ins().load(F32X4, flags, ptr, second);
+                self.pick_lanes(first, second, lanes)
             }
             (n, s) => {
                 // A gather: one scalar load per lane, `4*s` bytes apart.
@@ -946,7 +1020,11 @@ impl Emitter<'_, '_> {
                 } else {
                     MemFlagsData::new().with_notrap()
                 };
-                self.load_lanes(flags, ptr, off, *lanes, *step)
+                let pairing = match (*lanes, *step) {
+                    (4, 2) => self.pairing(*buf, index),
+                    _ => None,
+                };
+                self.load_lanes(flags, ptr, off, *lanes, *step, pairing)
             }
             Expr::Reduce(c, x) => {
                 let v = self.expr(x)?;

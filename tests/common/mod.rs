@@ -118,3 +118,78 @@ pub fn assert_close(got: &ArrayD<f32>, want: &ArrayD<f32>, tol: f32) {
         );
     }
 }
+
+/// Values in memory that borders a page the process may not touch, at
+/// their start or at their end: a kernel reading one element outside them
+/// faults (the test process dies) instead of reading a neighbour's bytes.
+pub struct Guarded {
+    map: *mut libc::c_void,
+    map_len: usize,
+    data: *mut f32,
+    len: usize,
+}
+
+impl Guarded {
+    pub fn new(values: &[f32], at_end: bool) -> Guarded {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let bytes = values.len() * 4;
+        let inner = bytes.div_ceil(page).max(1) * page;
+        let map_len = inner + 2 * page;
+        // SAFETY: a fresh private anonymous mapping; no existing memory is
+        // affected. Checked for failure below.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(map, libc::MAP_FAILED, "mmap");
+        let base = map as *mut u8;
+        // SAFETY: the first and last pages lie inside the mapping made above,
+        // which nothing else refers to yet.
+        unsafe {
+            assert_eq!(libc::mprotect(map, page, libc::PROT_NONE), 0);
+            let last = base.add(page + inner) as *mut libc::c_void;
+            assert_eq!(libc::mprotect(last, page, libc::PROT_NONE), 0);
+        }
+        let start = if at_end { page + inner - bytes } else { page };
+        // SAFETY: `start .. start + bytes` lies within the readable and
+        // writable pages between the two guards; offsets are multiples of 4.
+        let data = unsafe { base.add(start) } as *mut f32;
+        let mut g = Guarded {
+            map,
+            map_len,
+            data,
+            len: values.len(),
+        };
+        g.slice_mut().copy_from_slice(values);
+        g
+    }
+
+    fn slice_mut(&mut self) -> &mut [f32] {
+        // SAFETY: `data .. data + len` is inside the mapping, owned by `self`
+        // and borrowed mutably through it only.
+        unsafe { std::slice::from_raw_parts_mut(self.data, self.len) }
+    }
+
+    /// The values as an array of `shape` (row-major).
+    pub fn view(&self, shape: &[usize]) -> ndarray::ArrayViewD<'_, f32> {
+        // SAFETY: as in `slice_mut`, borrowed shared for the view's lifetime.
+        let s = unsafe { std::slice::from_raw_parts(self.data, self.len) };
+        ndarray::ArrayViewD::from_shape(IxDyn(shape), s).expect("shape matches values")
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once; views borrow `self`.
+        unsafe {
+            libc::munmap(self.map, self.map_len);
+        }
+    }
+}
