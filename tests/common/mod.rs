@@ -177,6 +177,12 @@ impl Guarded {
         unsafe { std::slice::from_raw_parts_mut(self.data, self.len) }
     }
 
+    /// The values as a writable array of `shape` (row-major).
+    pub fn view_mut(&mut self, shape: &[usize]) -> ndarray::ArrayViewMutD<'_, f32> {
+        ndarray::ArrayViewMutD::from_shape(IxDyn(shape), self.slice_mut())
+            .expect("shape matches values")
+    }
+
     /// The values as an array of `shape` (row-major).
     pub fn view(&self, shape: &[usize]) -> ndarray::ArrayViewD<'_, f32> {
         // SAFETY: as in `slice_mut`, borrowed shared for the view's lifetime.
