@@ -175,7 +175,7 @@ impl Stmt {
 }
 
 impl Expr {
-    fn for_each_load(&self, f: &mut dyn FnMut(BufId, &[Affine], bool)) {
+    pub(crate) fn for_each_load(&self, f: &mut dyn FnMut(BufId, &[Affine], bool)) {
         match self {
             Expr::Load { buf, index, .. } => f(*buf, index, false),
             Expr::Const(_) | Expr::Local(_) => {}
