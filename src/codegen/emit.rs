@@ -970,7 +970,11 @@ impl Emitter<'_, '_> {
         match (lanes, step) {
             (1, _) => self.b.ins().load(F32, flags, ptr, off),
             (_, 1) => self.b.ins().load(F32X4, flags, ptr, off),
-            (4, 2) if self.carried_vectors <= ROOM_FOR_SHUFFLES => {
+            (4, 2)
+                if self.carried_vectors <= ROOM_FOR_SHUFFLES
+                    && off.checked_sub(4).is_some()
+                    && off.checked_add(16).is_some() =>
+            {
                 // Every other element (pooling, a stride-2 window, a copy
                 // split by residue): two vector loads and one shuffle. From
                 // the even element at or before the first lane's, loads of

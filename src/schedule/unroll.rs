@@ -112,7 +112,12 @@ fn overlap_peeled_last_tiles(body: &mut [Stmt]) {
         else {
             continue;
         };
-        if a.var == b.var && a_lo < a_hi && b_lo == a_hi && b_hi == b_lo + 1 {
+        // The same tile (the peeled copy of one loop) in both.
+        let same_tile = match (a.body.as_slice(), b.body.as_slice()) {
+            ([Stmt::Loop(x)], [Stmt::Loop(y)]) => x.var == y.var && x.body == y.body,
+            _ => false,
+        };
+        if same_tile && a.var == b.var && a_lo < a_hi && b_lo == a_hi && b_hi == b_lo + 1 {
             if let Some(whole) = overlapping_last_tile(b.var, b_lo, &b.body) {
                 b.body = whole;
             }
@@ -139,12 +144,9 @@ fn overlapping_last_tile(var: Var, last: i64, body: &[Stmt]) -> Option<Vec<Stmt>
     }
     let at = |jo: i64| {
         let mut l = tile.clone();
-        l.lo.iter_mut().chain(l.hi.iter_mut()).for_each(|b| {
-            b.expr = b
-                .expr
-                .substitute(var, &Affine::constant(jo))
-                .expect("bounded")
-        });
+        for b in l.lo.iter_mut().chain(l.hi.iter_mut()) {
+            b.expr = b.expr.substitute(var, &Affine::constant(jo))?;
+        }
         l.constant_range()
     };
     let (Some((0, rest)), Some((0, full))) = (at(last), at(last - 1)) else {
