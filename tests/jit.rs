@@ -41,7 +41,9 @@ fn every_operation_with_dimensions_of_1_3_7_17() {
 
 /// Compile `src` for random inputs of `shapes` on one and two threads, check
 /// every output against the reference evaluator, and hand each kernel's
-/// scheduled dump to `dump`.
+/// scheduled dump to `dump`. The inputs border unmapped pages (see
+/// `Guarded`): after their last element on one thread, before their first
+/// on two, so a read outside them faults.
 fn check_compiled(src: &str, shapes: &[(&str, &[usize])], dump: impl Fn(&str)) {
     let list: Vec<(&str, ArrayD<f32>)> = shapes
         .iter()
@@ -49,9 +51,9 @@ fn check_compiled(src: &str, shapes: &[(&str, &[usize])], dump: impl Fn(&str)) {
         .map(|(k, (name, s))| (*name, rand(s, k as u64 + 3)))
         .collect();
     let want = reference(src, &inputs(&list));
-    let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
-        list.iter().map(|(name, a)| (*name, a.view())).collect();
     for threads in [1, 2] {
+        let guarded = GuardedInputs::new(list.iter().map(|(n, a)| (*n, a)), threads == 1);
+        let views = guarded.views();
         let kernel = Kernel::compile(src, shapes)
             .unwrap_or_else(|e| panic!("{src}: {e}"))
             .with_threads(threads);
@@ -617,15 +619,8 @@ fn every_operation_stays_inside_its_tensors() {
             let dims: Vec<(&str, &[usize])> = shapes.iter().map(|(n, s)| (*n, &s[..])).collect();
             let kernel = Formula::new(&src).unwrap().kernel(&dims).unwrap();
             for at_end in [true, false] {
-                let guarded: Vec<Guarded> = list
-                    .iter()
-                    .map(|(_, a)| Guarded::new(a.as_slice().unwrap(), at_end))
-                    .collect();
-                let views: Vec<(&str, ndarray::ArrayViewD<f32>)> = list
-                    .iter()
-                    .zip(&guarded)
-                    .map(|((name, a), g)| (*name, g.view(a.shape())))
-                    .collect();
+                let guarded = GuardedInputs::new(list.iter().map(|(n, a)| (*n, a)), at_end);
+                let views = guarded.views();
                 let mut names: Vec<&String> = want.keys().collect();
                 names.sort();
                 let mut targets: Vec<Guarded> = names

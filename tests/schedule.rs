@@ -401,16 +401,19 @@ fn jitted(src: &str, inputs: &Inputs, sched: &str) -> Vec<Outputs> {
     let formula = einjit::Formula::new(src)
         .unwrap()
         .with_schedules(vec![Some(sched.parse().unwrap())]);
-    let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
-        inputs.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
-    let shapes: Vec<(&str, &[usize])> = views.iter().map(|(n, a)| (*n, a.shape())).collect();
+    let shapes: Vec<(&str, &[usize])> = inputs
+        .iter()
+        .map(|(n, a)| (n.as_str(), a.shape()))
+        .collect();
     [1, 2]
         .into_iter()
         .map(|t| {
             let kernel = formula
                 .compile(&shapes)
                 .unwrap_or_else(|e| panic!("{sched}: {e}"));
-            kernel.with_threads(t).run(&views).unwrap()
+            // Inputs against unmapped pages: after their end, then before their start.
+            let guarded = GuardedInputs::new(inputs.iter().map(|(n, a)| (n.as_str(), a)), t == 1);
+            kernel.with_threads(t).run(&guarded.views()).unwrap()
         })
         .collect()
 }
@@ -574,14 +577,14 @@ fn input_and_weights(i: &[usize], w: &[usize]) -> Inputs {
 /// The automatic schedule of `src`'s last statement, after checking the
 /// compiled kernel against the reference on one and two threads.
 fn automatic_schedule_checked(src: &str, inp: &Inputs) -> String {
-    let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
-        inp.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
-    let shapes: Vec<(&str, &[usize])> = views.iter().map(|(n, a)| (*n, a.shape())).collect();
+    let shapes: Vec<(&str, &[usize])> = inp.iter().map(|(n, a)| (n.as_str(), a.shape())).collect();
     let mut kernel = einjit::Kernel::compile(src, &shapes).unwrap();
     let want = reference(src, inp);
     for threads in [1, 2] {
         kernel = kernel.with_threads(threads);
-        let got = kernel.run(&views).unwrap();
+        // Inputs against unmapped pages: after their end, then before their start.
+        let guarded = GuardedInputs::new(inp.iter().map(|(n, a)| (n.as_str(), a)), threads == 1);
+        let got = kernel.run(&guarded.views()).unwrap();
         assert_close(&got["O"], &want["O"], 1e-4);
     }
     kernel.schedules().last().unwrap().to_string()

@@ -199,3 +199,32 @@ impl Drop for Guarded {
         }
     }
 }
+
+/// Named inputs each bordering an unmapped page (see [`Guarded`]): after
+/// their last element (`at_end`) or before their first.
+pub struct GuardedInputs(Vec<(String, Vec<usize>, Guarded)>);
+
+impl GuardedInputs {
+    pub fn new<'a>(
+        inputs: impl IntoIterator<Item = (&'a str, &'a ArrayD<f32>)>,
+        at_end: bool,
+    ) -> GuardedInputs {
+        GuardedInputs(
+            inputs
+                .into_iter()
+                .map(|(name, a)| {
+                    let values = a.as_standard_layout();
+                    let g = Guarded::new(values.as_slice().expect("standard layout"), at_end);
+                    (name.to_string(), a.shape().to_vec(), g)
+                })
+                .collect(),
+        )
+    }
+
+    pub fn views(&self) -> Vec<(&str, ndarray::ArrayViewD<'_, f32>)> {
+        self.0
+            .iter()
+            .map(|(name, shape, g)| (name.as_str(), g.view(shape)))
+            .collect()
+    }
+}
