@@ -22,7 +22,7 @@ const MAX_ROW: i64 = 16;
 /// channels (see [`widened_width`]): its 6×8 register tiles leave a partial
 /// tile of 1–7 columns at a row's end, its scalar columns computed lane by
 /// lane across every channel and tap.
-const MAX_CHANNEL_ROW: i64 = 32;
+const MAX_CHANNEL_ROW: i64 = 64;
 
 pub fn widen_rows(program: &Program) -> Program {
     let Some(wide) = widened_width(program) else {
@@ -57,7 +57,7 @@ pub fn widen_rows(program: &Program) -> Program {
 /// one-statement program, a sum of products (whose reads past an edge the
 /// padded copy covers with zeros) with a reduction, setting every element
 /// of the tensor it returns, the last index a plain variable spanning a
-/// row of 5–16 elements (up to 32 for a sum over channels) that is not a
+/// row of 5–16 elements (up to 64 for a sum over channels) that is not a
 /// multiple of four and rounds up by at most a third, read through a
 /// window of stride 1.
 fn widened_width(program: &Program) -> Option<i64> {
@@ -111,8 +111,9 @@ fn widened_width(program: &Program) -> Option<i64> {
     // `MAX_CHANNEL_ROW` (alternating runs, one / two threads: 3x3 over 64
     // channels of 27² 35.9 → 56.0 / 67.8 → 100.7 GFLOP/s, 32 of 19² +72% /
     // +66%, 16 of 30² +56%, 5x5 over 48 of 23² +62%, 17 → 23 channels of
-    // 31×29 44 → 50; 128 of 17² unchanged; a depthwise 3x3 over 25² ran 13%
-    // slower widened, one over 30² the same, so those keep their tail).
+    // 31×29 44 → 50, 32 of 35² +46% / +32%, 64 of 37² and 45² +21–28%, 32
+    // of 61² +14% / +2%; 128 of 17² unchanged; a depthwise 3x3 over 25² ran
+    // 13% slower widened, one over 30² the same, so those keep their tail).
     let channels = st.vars.iter().enumerate().any(|(x, var)| {
         let v = Var(x as u32);
         var.reduced
@@ -123,10 +124,16 @@ fn widened_width(program: &Program) -> Option<i64> {
                         .all(|e| e.coeff(v) == 0 || e.as_var() == Some(v))
             })
     });
-    let longest = if channels { MAX_CHANNEL_ROW } else { MAX_ROW };
     let row = *shape.last()? as i64;
     let lanes = i64::from(LANES);
     let wide = (row + lanes - 1) / lanes * lanes;
+    // Past `MAX_ROW`, not a row one column past whole tiles of two vectors
+    // (57 = 7×8 + 1): widened, its one scalar column becomes a partial
+    // vector tile of three wasted lanes (−5%).
+    let longest = match channels && row % (2 * lanes) != 1 {
+        true => MAX_CHANNEL_ROW,
+        false => MAX_ROW,
+    };
     let worth = row % lanes != 0 && row > lanes && row <= longest && 3 * (wide - row) <= row;
     (whole && worth).then_some(wide)
 }

@@ -347,15 +347,15 @@ fn factors_constant_across_a_reduction_scale_its_sum_once() {
 }
 
 /// A convolution over rows a few elements past a multiple of four (7,
-/// 14; up to 32 when it sums over channels: 19, 29) computes into a copy
-/// with whole-vector rows and copies its rows out; a 1x1 convolution (its
-/// pixels merge into one long row instead), a row of 16, a depthwise one
-/// over rows of 25 (no channels summed) and a pipeline's intermediate keep
-/// their shapes. Against the reference on one and two threads.
+/// 14; up to 64 when it sums over channels: 19, 29, 45) computes into a
+/// copy with whole-vector rows and copies its rows out; a 1x1 convolution
+/// (its pixels merge into one long row instead), a row of 16, a row of 33
+/// (one column past whole 8-column tiles), a depthwise one over rows of 25
+/// (no channels summed) and a pipeline's intermediate keep their shapes. Against the reference on one and two threads.
 #[test]
 fn short_rows_of_a_window_widen_to_whole_vectors() {
     let conv = "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..H, j in 0..H";
-    for (h, wide) in [(7, 8), (14, 16), (10, 12), (19, 20), (29, 32)] {
+    for (h, wide) in [(7, 8), (14, 16), (10, 12), (19, 20), (29, 32), (45, 48)] {
         let src = conv.replace('H', &h.to_string());
         let shapes: [(&str, &[usize]); 2] = [("I", &[1, 5, h, h]), ("W", &[13, 5, 3, 3])];
         check_compiled(&src, &shapes, |dump| {
@@ -379,8 +379,14 @@ fn short_rows_of_a_window_widen_to_whole_vectors() {
     let pipeline = "T[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..7, j in 0..7\nO[b,k,i,j] = relu(T[b,k,i,j])";
     let depthwise_25 =
         "O[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * W[c,0,rx,ry] where i in 0..25, j in 0..25";
-    let (i7, i16, i25): (&[usize], &[usize], &[usize]) =
-        (&[1, 2, 7, 7], &[1, 2, 16, 16], &[1, 2, 25, 25]);
+    let thirty_three =
+        "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..33, j in 0..33";
+    let (i7, i16, i25, i33): (&[usize], &[usize], &[usize], &[usize]) = (
+        &[1, 2, 7, 7],
+        &[1, 2, 16, 16],
+        &[1, 2, 25, 25],
+        &[1, 2, 33, 33],
+    );
     let (w1, w3, wd): (&[usize], &[usize], &[usize]) =
         (&[5, 2, 1, 1], &[3, 2, 3, 3], &[2, 1, 3, 3]);
     let unwidened = [
@@ -388,6 +394,7 @@ fn short_rows_of_a_window_widen_to_whole_vectors() {
         (sixteen, i16, w3),
         (pipeline, i7, w3),
         (depthwise_25, i25, wd),
+        (thirty_three, i33, w3),
     ];
     for (src, i, w) in unwidened {
         check_compiled(src, &[("I", i), ("W", w)], |dump| {
