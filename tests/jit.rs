@@ -347,7 +347,8 @@ fn factors_constant_across_a_reduction_scale_its_sum_once() {
 }
 
 /// A convolution over rows a few elements past a multiple of four (7,
-/// 14; up to 64 when it sums over channels: 19, 29, 45) computes into a
+/// 14; up to 64 when it sums over channels: 19, 29, 45; through a
+/// stride-2 window too) computes into a
 /// copy with whole-vector rows and copies its rows out; a 1x1 convolution
 /// (its pixels merge into one long row instead), a row of 16, a row of 33
 /// (one column past whole 8-column tiles), a depthwise one over rows of 25
@@ -368,6 +369,16 @@ fn short_rows_of_a_window_widen_to_whole_vectors() {
             assert!(dump.contains(&format!("j in 0..{wide}  (where")), "{dump}");
         });
     }
+    let stride_2 =
+        "O[b,k,i,j] = I[b,c,2*i+rx-1,2*j+ry-1] * W[k,c,rx,ry] where i in 0..19, j in 0..19";
+    check_compiled(
+        stride_2,
+        &[("I", &[1, 3, 37, 37]), ("W", &[5, 3, 3, 3])],
+        |dump| {
+            assert!(dump.contains("O+wide: temp f32[1, 5, 19, 20]"), "{dump}");
+            assert!(dump.contains("split by residue mod 2"), "{dump}");
+        },
+    );
     let depthwise = "O[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * W[c,0,rx,ry] where i in 0..7, j in 0..7";
     check_compiled(
         depthwise,
@@ -496,7 +507,8 @@ fn strided_windows_read_a_copy_split_by_residue() {
 /// A split window is one statement whose tap is a residue and a step
 /// (`r = 2*ra + rq`) when the pairs naming no tap read outside a tensor (a
 /// weight indexed by the tap alone) or every pair is a tap; otherwise one
-/// statement per residue. Each against the reference.
+/// statement per residue. (The last two widen their rows of 10 to 12, so
+/// they read a padded copy.) Each against the reference.
 #[test]
 fn split_windows_sum_their_residues_in_one_nest_when_the_domain_allows() {
     type Shapes<'a> = &'a [(&'a str, &'a [usize])];
@@ -514,12 +526,12 @@ fn split_windows_sum_their_residues_in_one_nest_when_the_domain_allows() {
         (
             "O[k,j] = I[c,2*j+r] * W[k,c] where r in 0..2, j in 0..10",
             &[("I", &[3, 21]), ("W", &[16, 3])],
-            "I/2[c, rq, j + ra]",
+            "I+pad/2[c, rq, j + ra]",
         ),
         (
             "O[k,j] = I[c,2*j+r] * W[k,c] where r in 0..3, j in 0..10",
             &[("I", &[3, 21]), ("W", &[16, 3])],
-            "I/2[c, 1, j + r1]",
+            "I+pad/2[c, 1, j + r1]",
         ),
     ];
     for (src, shapes, form) in cases {

@@ -577,6 +577,14 @@ fn input_and_weights(i: &[usize], w: &[usize]) -> Inputs {
 /// The automatic schedule of `src`'s last statement, after checking the
 /// compiled kernel against the reference on one and two threads.
 fn automatic_schedule_checked(src: &str, inp: &Inputs) -> String {
+    automatic_schedules_checked(src, inp)
+        .pop()
+        .expect("a statement")
+}
+
+/// [`automatic_schedule_checked`] for every statement the kernel runs (a
+/// widened convolution's and its copy's).
+fn automatic_schedules_checked(src: &str, inp: &Inputs) -> Vec<String> {
     let shapes: Vec<(&str, &[usize])> = inp.iter().map(|(n, a)| (n.as_str(), a.shape())).collect();
     let mut kernel = einjit::Kernel::compile(src, &shapes).unwrap();
     let want = reference(src, inp);
@@ -587,7 +595,7 @@ fn automatic_schedule_checked(src: &str, inp: &Inputs) -> String {
         let got = kernel.run(&guarded.views()).unwrap();
         assert_close(&got["O"], &want["O"], 1e-4);
     }
-    kernel.schedules().last().unwrap().to_string()
+    kernel.schedules().iter().map(|s| s.to_string()).collect()
 }
 
 #[test]
@@ -615,12 +623,15 @@ fn deep_windows_get_whole_one_vector_tiles() {
         let conv = automatic_schedule_checked(src, &inp);
         assert!(conv.starts_with(tile), "{conv}");
     }
-    // So does a window of short loops whose rows are not whole vectors (a
-    // depthwise stride-2 window, 14 wide: its last vector partial either
-    // way), its 14 rows in two tiles of 7.
+    // So does a window of short loops whose rows are widened to whole
+    // vectors (a depthwise stride-2 window, 14 wide, computed 16 wide),
+    // its 14 rows in two tiles of 7.
     let src = "O[b,c,i,j] = I[b,c,2*i+rx-1,2*j+ry-1] * W[c,0,rx,ry] where i in 0..14, j in 0..14";
     let inp = input_and_weights(&[1, 3, 28, 28], &[3, 1, 3, 3]);
-    let conv = automatic_schedule_checked(src, &inp);
+    let all = automatic_schedules_checked(src, &inp);
+    let [.., conv, _copy_back] = &all[..] else {
+        panic!("{all:?}")
+    };
     assert!(conv.starts_with("split j 4; split i 7;"), "{conv}");
 }
 
