@@ -24,6 +24,10 @@ const MAX_ROW: i64 = 16;
 /// lane across every channel and tap.
 const MAX_CHANNEL_ROW: i64 = 64;
 
+/// Rows of the output each element of a widened contraction's padded
+/// operand serves at least (see [`widened_width`]).
+const MIN_CONTRACTION_REUSE: i64 = 32;
+
 pub fn widen_rows(program: &Program) -> Program {
     let Some(wide) = widened_width(program) else {
         return program.clone();
@@ -103,9 +107,31 @@ fn widened_width(program: &Program) -> Option<i64> {
     let reads = st.rhs.reads();
     let steps = |e: &Affine| (0..=2).contains(&e.coeff(j));
     let windowed = |e: &Affine| e.coeff(j) >= 1 && e.vars().count() > 1;
-    if !reads.iter().all(|a| a.index.iter().all(steps))
-        || !reads.iter().any(|a| a.index.iter().any(windowed))
-    {
+    // Or no window, but a contraction whose row no pass merges: some read
+    // has the row last after another index than the output's row before it
+    // (GEMM's `B[k, j]`), each such read used by at least
+    // `MIN_CONTRACTION_REUSE` rows, so that its padded copy costs little
+    // beside the work (not a transposed GEMV's matrix, read once).
+    let before = plain.len().checked_sub(2).map(|d| plain[d]);
+    let row_last = |a: &&crate::check::Access| match a.index.as_slice() {
+        [.., x, last] => last.as_var() == Some(j) && x.as_var() != before,
+        [last] => last.as_var() == Some(j),
+        [] => false,
+    };
+    let reuse = |a: &crate::check::Access| -> i64 {
+        plain
+            .iter()
+            .filter(|&&v| !a.uses(v))
+            .map(|v| st.vars[v.index()].hi - st.vars[v.index()].lo)
+            .product()
+    };
+    let contraction = reads.iter().any(row_last)
+        && reads
+            .iter()
+            .filter(|a| a.uses(j))
+            .all(|a| reuse(a) >= MIN_CONTRACTION_REUSE);
+    let window = reads.iter().any(|a| a.index.iter().any(windowed));
+    if !reads.iter().all(|a| a.index.iter().all(steps)) || !(window || contraction) {
         return None;
     }
     // A reduction over channels: a reduced variable that every read indexes
@@ -133,9 +159,10 @@ fn widened_width(program: &Program) -> Option<i64> {
     // Past `MAX_ROW`, not a row one column past whole tiles of two vectors
     // (57 = 7×8 + 1): widened, its one scalar column becomes a partial
     // vector tile of three wasted lanes (−5%).
-    let longest = match channels && row % (2 * lanes) != 1 {
-        true => MAX_CHANNEL_ROW,
-        false => MAX_ROW,
+    let longest = match (window, channels && row % (2 * lanes) != 1) {
+        (_, false) => MAX_ROW,
+        (true, true) => MAX_CHANNEL_ROW,
+        (false, true) => i64::MAX,
     };
     let worth = row % lanes != 0 && row > lanes && row <= longest && 3 * (wide - row) <= row;
     (whole && worth).then_some(wide)

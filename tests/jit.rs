@@ -222,13 +222,24 @@ fn large_gemms_are_cache_blocked() {
         } else {
             &shapes[..2]
         };
+        // (The plain GEMM's rows of 522 widen to 524: it writes `O+wide`
+        // from a padded `B`, its cache blocks the same.)
+        let widened = src == GEMM_SRC;
+        let (n, out) = match widened {
+            true => ("2", "O+wide"),
+            false => ("1", "O"),
+        };
         check_compiled(src, shapes, |dump| {
             let blocked = "split i 25; split ii 6; split j 264; split k 131; split ji 8; split jii 4; \
                 reorder io jo ko iio jio ki iii jiio jiii; unroll iii; unroll jiio; vectorize jiii; \
                 accumulate ki; parallel io; pack B";
-            assert!(dump.contains(&format!("# schedule 1: {blocked}")), "{dump}");
+            assert!(
+                dump.contains(&format!("# schedule {n}: {blocked}")),
+                "{dump}"
+            );
             assert!(dump.contains("\n  for io in 0..2 parallel:\n"), "{dump}");
-            assert!(dump.contains("acc0 = O[25*io + 6*iio, 8*jio]x4"), "{dump}");
+            let tile = format!("acc0 = {out}[25*io + 6*iio, 8*jio]x4");
+            assert!(dump.contains(&tile), "{dump}");
         });
     }
     // Rows that do not split in two: the column blocks run in parallel.
@@ -352,7 +363,9 @@ fn factors_constant_across_a_reduction_scale_its_sum_once() {
 /// copy with whole-vector rows and copies its rows out; a 1x1 convolution
 /// (its pixels merge into one long row instead), a row of 16, a row of 33
 /// (one column past whole 8-column tiles), a depthwise one over rows of 25
-/// (no channels summed) and a pipeline's intermediate keep their shapes. Against the reference on one and two threads.
+/// (no channels summed) and a pipeline's intermediate keep their shapes.
+/// So does a GEMM (rows of any length) whose padded operand serves at
+/// least 32 rows; one of 8 rows and a transposed GEMV do not. Against the reference on one and two threads.
 #[test]
 fn short_rows_of_a_window_widen_to_whole_vectors() {
     let conv = "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..H, j in 0..H";
@@ -379,6 +392,24 @@ fn short_rows_of_a_window_widen_to_whole_vectors() {
             assert!(dump.contains("split by residue mod 2"), "{dump}");
         },
     );
+    // A GEMM whose rows of `B` serve 40 rows of `O` (its padded copy of `B`
+    // costs little), batched too (each batch's wide rows on the stack).
+    check_compiled(
+        "O[i,j] = A[i,k] * B[k,j]",
+        &[("A", &[40, 20]), ("B", &[20, 30])],
+        |dump| assert!(dump.contains("O+wide: temp f32[40, 32]"), "{dump}"),
+    );
+    check_compiled(
+        "O[b,i,j] = A[b,i,k] * B[b,k,j]",
+        &[("A", &[2, 33, 9]), ("B", &[2, 9, 27])],
+        |dump| {
+            assert!(
+                dump.contains("O+wide[b, i, j] = A[b, i, k] * B+pad[b, k, j]"),
+                "{dump}"
+            );
+            assert!(dump.contains("O+wide: stack f32[33, 28]"), "{dump}");
+        },
+    );
     let depthwise = "O[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * W[c,0,rx,ry] where i in 0..7, j in 0..7";
     check_compiled(
         depthwise,
@@ -400,12 +431,20 @@ fn short_rows_of_a_window_widen_to_whole_vectors() {
     );
     let (w1, w3, wd): (&[usize], &[usize], &[usize]) =
         (&[5, 2, 1, 1], &[3, 2, 3, 3], &[2, 1, 3, 3]);
+    // A GEMM of 8 rows and a transposed GEMV: each padded element of `W`
+    // or `I` would serve fewer than 32 rows.
+    let few_rows = "O[i,j] = I[i,k] * W[k,j]";
+    let gemv_t = "O[i] = I[k,i] * W[k]";
+    let (i8, w8, ig, wg): (&[usize], &[usize], &[usize], &[usize]) =
+        (&[8, 16], &[16, 30], &[16, 30], &[16]);
     let unwidened = [
         (one_by_one, i7, w1),
         (sixteen, i16, w3),
         (pipeline, i7, w3),
         (depthwise_25, i25, wd),
         (thirty_three, i33, w3),
+        (few_rows, i8, w8),
+        (gemv_t, ig, wg),
     ];
     for (src, i, w) in unwidened {
         check_compiled(src, &[("I", i), ("W", w)], |dump| {
