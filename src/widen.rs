@@ -19,9 +19,9 @@ use crate::ir::LANES;
 const MAX_ROW: i64 = 16;
 
 /// Rows this long or shorter are widened when the statement sums over
-/// channels (see [`widened_width`]): its 6×8 register tiles leave a partial
-/// tile of 1–7 columns at a row's end, its scalar columns computed lane by
-/// lane across every channel and tap.
+/// channels, or when they end three columns past whole vectors (see
+/// [`widened_width`]): a row's partial register tile runs its scalar
+/// columns lane by lane across every channel and tap.
 const MAX_CHANNEL_ROW: i64 = 64;
 
 /// Rows of the output each element of a widened contraction's padded
@@ -61,7 +61,8 @@ pub fn widen_rows(program: &Program) -> Program {
 /// one-statement program, a sum of products (whose reads past an edge the
 /// padded copy covers with zeros) with a reduction, setting every element
 /// of the tensor it returns, the last index a plain variable spanning a
-/// row of 5–16 elements (up to 64 for a sum over channels) that is not a
+/// row of 5–16 elements (up to 64 for a sum over channels or a row three
+/// past a multiple of four; any length for a contraction) that is not a
 /// multiple of four and rounds up by at most a third, read through a
 /// window of stride 1 or 2.
 fn widened_width(program: &Program) -> Option<i64> {
@@ -141,8 +142,7 @@ fn widened_width(program: &Program) -> Option<i64> {
     // channels of 27² 35.9 → 56.0 / 67.8 → 100.7 GFLOP/s, 32 of 19² +72% /
     // +66%, 16 of 30² +56%, 5x5 over 48 of 23² +62%, 17 → 23 channels of
     // 31×29 44 → 50, 32 of 35² +46% / +32%, 64 of 37² and 45² +21–28%, 32
-    // of 61² +14% / +2%; 128 of 17² unchanged; a depthwise 3x3 over 25² ran
-    // 13% slower widened, one over 30² the same, so those keep their tail).
+    // of 61² +14% / +2%; 128 of 17² unchanged).
     let channels = st.vars.iter().enumerate().any(|(x, var)| {
         let v = Var(x as u32);
         var.reduced
@@ -156,10 +156,15 @@ fn widened_width(program: &Program) -> Option<i64> {
     let row = *shape.last()? as i64;
     let lanes = i64::from(LANES);
     let wide = (row + lanes - 1) / lanes * lanes;
-    // Past `MAX_ROW`, not a row one column past whole tiles of two vectors
-    // (57 = 7×8 + 1): widened, its one scalar column becomes a partial
-    // vector tile of three wasted lanes (−5%).
-    let longest = match (window, channels && row % (2 * lanes) != 1) {
+    // Past `MAX_ROW`: a sum over channels, but not a row one column past
+    // whole tiles of two vectors (57 = 7×8 + 1: widened, its one scalar
+    // column becomes a partial vector tile of three wasted lanes, −5%); any
+    // window's row three columns past whole vectors, whose three scalar
+    // columns one vector replaces (a depthwise 3x3 over 19², 23², 27², 31²:
+    // +17–29% on one thread; over 30², two columns past, the same either
+    // way; over 25², one past, 13% slower).
+    let longer = (channels && row % (2 * lanes) != 1) || row % lanes == 3;
+    let longest = match (window, longer) {
         (_, false) => MAX_ROW,
         (true, true) => MAX_CHANNEL_ROW,
         (false, true) => i64::MAX,

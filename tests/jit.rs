@@ -364,8 +364,9 @@ fn factors_constant_across_a_reduction_scale_its_sum_once() {
 /// (its pixels merge into one long row instead), a row of 16, a row of 33
 /// (one column past whole 8-column tiles), a depthwise one over rows of 25
 /// (no channels summed) and a pipeline's intermediate keep their shapes.
-/// So does a GEMM (rows of any length) whose padded operand serves at
-/// least 32 rows; one of 8 rows and a transposed GEMV do not. Against the reference on one and two threads.
+/// So do a GEMM (rows of any length) whose padded operand serves at least
+/// 32 rows and a depthwise one over rows three past whole vectors (19);
+/// a GEMM of 8 rows and a transposed GEMV do not. Against the reference on one and two threads.
 #[test]
 fn short_rows_of_a_window_widen_to_whole_vectors() {
     let conv = "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..H, j in 0..H";
@@ -415,6 +416,14 @@ fn short_rows_of_a_window_widen_to_whole_vectors() {
         depthwise,
         &[("I", &[1, 6, 7, 7]), ("W", &[6, 1, 3, 3])],
         |dump| assert!(dump.contains("O+wide"), "{dump}"),
+    );
+    // A depthwise row three past whole vectors (19), no channels summed.
+    let depthwise_19 =
+        "O[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * W[c,0,rx,ry] where i in 0..19, j in 0..19";
+    check_compiled(
+        depthwise_19,
+        &[("I", &[1, 2, 19, 19]), ("W", &[2, 1, 3, 3])],
+        |dump| assert!(dump.contains("O+wide: stack f32[19, 20]"), "{dump}"),
     );
     let one_by_one = "O[b,k,i,j] = I[b,c,i,j] * W[k,c,0,0]";
     let sixteen = "O[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..16, j in 0..16";
