@@ -86,17 +86,16 @@ fn widened_width(program: &Program) -> Option<i64> {
         return None;
     }
     let shape = &program.tensor(target).shape;
-    let plain = st
-        .lhs
-        .index
-        .iter()
-        .map(|e| e.as_var())
-        .collect::<Option<Vec<Var>>>()?;
-    // Every element set: each dimension's variable spans it whole.
-    let whole = plain
-        .iter()
-        .zip(shape)
-        .all(|(v, &len)| (st.vars[v.index()].lo, st.vars[v.index()].hi) == (0, len as i64));
+    // Every element set: each index a variable spanning its dimension
+    // whole, or phases tiling it (a grouped convolution's `8*g + k`).
+    let whole = st.lhs.index.iter().zip(shape).all(|(e, &len)| {
+        crate::lower::stepping_index(st, e).is_some_and(|(_, span)| span == Some(len as i64))
+    });
+    // The output's variables.
+    let outer: Vec<Var> = (0..st.vars.len() as u32)
+        .map(Var)
+        .filter(|v| !st.vars[v.index()].reduced)
+        .collect();
     // A window along the row (`j + ry`, or `2*j + ry`: `crate::stride`
     // splits the widened statement's read by residue as it would the
     // original's): without one the row variable indexes like a plain
@@ -104,7 +103,7 @@ fn widened_width(program: &Program) -> Option<i64> {
     // into long rows (a 1x1 convolution's `ij`). (Stride 2, 16 → 24
     // channels, 19 columns: 31.5 → 54.3 GFLOP/s on one thread; depthwise
     // stride 2 over 28²: +7–18%.)
-    let j = *plain.last()?;
+    let j = st.lhs.index.last()?.as_var()?;
     let reads = st.rhs.reads();
     let steps = |e: &Affine| (0..=2).contains(&e.coeff(j));
     let windowed = |e: &Affine| e.coeff(j) >= 1 && e.vars().count() > 1;
@@ -113,14 +112,15 @@ fn widened_width(program: &Program) -> Option<i64> {
     // (GEMM's `B[k, j]`), each such read used by at least
     // `MIN_CONTRACTION_REUSE` rows, so that its padded copy costs little
     // beside the work (not a transposed GEMV's matrix, read once).
-    let before = plain.len().checked_sub(2).map(|d| plain[d]);
+    let n = st.lhs.index.len();
+    let before = n.checked_sub(2).and_then(|d| st.lhs.index[d].as_var());
     let row_last = |a: &&crate::check::Access| match a.index.as_slice() {
         [.., x, last] => last.as_var() == Some(j) && x.as_var() != before,
         [last] => last.as_var() == Some(j),
         [] => false,
     };
     let reuse = |a: &crate::check::Access| -> i64 {
-        plain
+        outer
             .iter()
             .filter(|&&v| !a.uses(v))
             .map(|v| st.vars[v.index()].hi - st.vars[v.index()].lo)

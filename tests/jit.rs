@@ -364,8 +364,9 @@ fn factors_constant_across_a_reduction_scale_its_sum_once() {
 /// (its pixels merge into one long row instead), a row of 16, a row of 33
 /// (one column past whole 8-column tiles), a depthwise one over rows of 25
 /// (no channels summed) and a pipeline's intermediate keep their shapes.
-/// So do a GEMM (rows of any length) whose padded operand serves at least
-/// 32 rows and a depthwise one over rows three past whole vectors (19);
+/// So do a grouped convolution, a GEMM (rows of any length) whose padded
+/// operand serves at least 32 rows and a depthwise convolution over rows
+/// three past whole vectors (19);
 /// a GEMM of 8 rows and a transposed GEMV do not. Against the reference on one and two threads.
 #[test]
 fn short_rows_of_a_window_widen_to_whole_vectors() {
@@ -416,6 +417,13 @@ fn short_rows_of_a_window_widen_to_whole_vectors() {
         depthwise,
         &[("I", &[1, 6, 7, 7]), ("W", &[6, 1, 3, 3])],
         |dump| assert!(dump.contains("O+wide"), "{dump}"),
+    );
+    // A grouped convolution: its output channels `4*g + k` tile their
+    // dimension, so every element is still set.
+    check_compiled(
+        "O[b,4*g+k,i,j] = I[b,2*g+c,i+rx-1,j+ry-1] * W[4*g+k,c,rx,ry] where i in 0..19, j in 0..19, g in 0..2",
+        &[("I", &[1, 4, 19, 19]), ("W", &[8, 2, 3, 3])],
+        |dump| assert!(dump.contains("O+wide: temp f32[1, 8, 19, 20]"), "{dump}"),
     );
     // A depthwise row three past whole vectors (19), no channels summed.
     let depthwise_19 =
