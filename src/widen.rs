@@ -33,8 +33,18 @@ pub fn widen_rows(program: &Program) -> Program {
         return program.clone();
     };
     let mut out = program.clone();
-    let mut st = program.statements[0].clone();
-    let target = st.lhs.tensor;
+    // Every statement runs over the wide rows; the steps before the last
+    // write temporaries, which simply take the wide shape.
+    let last = out.statements.len() - 1;
+    for st in &mut out.statements {
+        let row = st.lhs.index.last().and_then(|e| e.as_var());
+        st.vars[row.expect("a plain row variable").index()].hi = wide;
+    }
+    for st in &out.statements[..last] {
+        let shape = &mut out.tensors[st.lhs.tensor.index()].shape;
+        *shape.last_mut().expect("a row") = wide as usize;
+    }
+    let target = out.statements[last].lhs.tensor;
     let t = program.tensor(target);
     let mut shape = t.shape.clone();
     *shape.last_mut().expect("a row") = wide as usize;
@@ -42,19 +52,58 @@ pub fn widen_rows(program: &Program) -> Program {
     out.tensors.push(Tensor {
         name: format!("{}+wide", t.name),
         shape,
-        origin: Origin::Statement(0),
+        origin: Origin::Statement(last),
     });
-    out.tensors[target.index()].origin = Origin::Statement(1);
-    st.lhs.tensor = id;
-    let row = st.lhs.index.last().and_then(|e| e.as_var());
-    st.vars[row.expect("a plain row variable").index()].hi = wide;
+    out.tensors[target.index()].origin = Origin::Statement(last + 1);
+    out.statements[last].lhs.tensor = id;
     // The copy back: every element of `O`, read in bounds.
     let index = (0..t.shape.len())
         .map(|d| Affine::var(Var(d as u32)))
         .collect();
-    let copy = Statement::copy(target, &t.shape, "w", &|_| None, id, index, st.span);
-    out.statements = vec![st, copy];
+    let span = out.statements[last].span;
+    let copy = Statement::copy(target, &t.shape, "w", &|_| None, id, index, span);
+    out.statements.push(copy);
     out
+}
+
+/// Whether `steps` carry `first`'s result elementwise to the program's one
+/// output, each over the same rows: no reduction, a plain `=` setting every
+/// element of a tensor shaped like `first`, reading the step before's
+/// tensor at its own index and nothing else along the row (a bias `C[k]`,
+/// not a residual `R[b, k, i, j]`, whose extra columns would fall outside
+/// it), the tensors between them temporaries (`conv → + bias → relu`).
+fn elementwise_to_output(program: &Program, first: &Statement, steps: &[Statement]) -> bool {
+    let shape = &program.tensor(first.lhs.tensor).shape;
+    let mut before = first.lhs.tensor;
+    for st in steps {
+        let plain: Option<Vec<Var>> = st.lhs.index.iter().map(|e| e.as_var()).collect();
+        let Some(plain) = plain else {
+            return false;
+        };
+        let spans = plain.iter().zip(shape).all(|(v, &len)| {
+            let x = &st.vars[v.index()];
+            (x.lo, x.hi) == (0, len as i64)
+        });
+        let row = *plain.last().expect("a row");
+        let reads_ok = st.rhs.reads().iter().all(|a| match a.tensor == before {
+            true => a.index == st.lhs.index,
+            false => !a.uses(row),
+        });
+        if st.vars.iter().any(|v| v.reduced)
+            || st.init != Init::Identity
+            || st.combine != Combine::Sum
+            || !st.epilogues.is_empty()
+            || &program.tensor(st.lhs.tensor).shape != shape
+            || plain.len() != shape.len()
+            || !spans
+            || !reads_ok
+            || program.outputs().contains(&before)
+        {
+            return false;
+        }
+        before = st.lhs.tensor;
+    }
+    program.outputs() == vec![before]
 }
 
 /// The rounded-up row of the program's statement, where it is widened: a
@@ -66,10 +115,13 @@ pub fn widen_rows(program: &Program) -> Program {
 /// multiple of four and rounds up by at most a third, read through a
 /// window of stride 1 or 2.
 fn widened_width(program: &Program) -> Option<i64> {
-    // One statement, as `crate::collapse` takes them: in a pipeline the
-    // steps after it fuse into its nest, elementwise or by slices, which
-    // a copy in between would change.
-    let [st] = &program.statements[..] else {
+    // One statement, as `crate::collapse` takes them, or one whose result
+    // goes through elementwise steps to the output (a bias and a ReLU, see
+    // `elementwise_to_output`): they run over the wide rows too, fused into
+    // its nest, and only the last result is copied out. (In other pipelines
+    // the steps after it fuse into its nest by slices, which a copy in
+    // between would change.)
+    let [st, steps @ ..] = &program.statements[..] else {
         return None;
     };
     let (mut reads, mut constant) = (Vec::new(), 1.0);
@@ -82,7 +134,11 @@ fn widened_width(program: &Program) -> Option<i64> {
         return None;
     }
     let target = st.lhs.tensor;
-    if !program.outputs().contains(&target) {
+    let to_output = match steps {
+        [] => program.outputs().contains(&target),
+        _ => elementwise_to_output(program, st, steps),
+    };
+    if !to_output {
         return None;
     }
     let shape = &program.tensor(target).shape;
