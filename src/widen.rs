@@ -6,8 +6,10 @@
 //! 7 left three scalar columns beside one vector (3/7 of the work in scalar
 //! code, 13 GFLOP/s), a row of 14 two. The extra columns read past the
 //! input's edge, which the padded copy (`crate::pad`, the next pass) covers
-//! with zeros; their results are never copied out. Checked program →
-//! checked program.
+//! with zeros; their results are never copied out. The same for a GEMM's
+//! rows (its `B` padded), a grouped convolution's, and a convolution whose
+//! bias and ReLU follow it (every step over the wide rows, only the last
+//! copied out). Checked program → checked program.
 
 use crate::affine::{Affine, Var};
 use crate::check::{Combine, Init, Origin, Program, Statement, Tensor, TensorId};
@@ -106,8 +108,10 @@ fn elementwise_to_output(program: &Program, first: &Statement, steps: &[Statemen
     program.outputs() == vec![before]
 }
 
-/// The rounded-up row of the program's statement, where it is widened: a
-/// one-statement program, a sum of products (whose reads past an edge the
+/// The rounded-up row of the program's first statement, where it is
+/// widened: a one-statement program (or one whose later statements carry
+/// its result elementwise to the output, see [`elementwise_to_output`]), a
+/// sum of products (whose reads past an edge the
 /// padded copy covers with zeros) with a reduction, setting every element
 /// of the tensor it returns, the last index a plain variable spanning a
 /// row of 5–16 elements (up to 64 for a sum over channels or a row three
@@ -161,7 +165,7 @@ fn widened_width(program: &Program) -> Option<i64> {
     // stride 2 over 28²: +7–18%.)
     let j = st.lhs.index.last()?.as_var()?;
     let reads = st.rhs.reads();
-    let steps = |e: &Affine| (0..=2).contains(&e.coeff(j));
+    let stride_at_most_2 = |e: &Affine| (0..=2).contains(&e.coeff(j));
     let windowed = |e: &Affine| e.coeff(j) >= 1 && e.vars().count() > 1;
     // Or no window, but a contraction whose row no pass merges: some read
     // has the row last after another index than the output's row before it
@@ -188,7 +192,7 @@ fn widened_width(program: &Program) -> Option<i64> {
             .filter(|a| a.uses(j))
             .all(|a| reuse(a) >= MIN_CONTRACTION_REUSE);
     let window = reads.iter().any(|a| a.index.iter().any(windowed));
-    if !reads.iter().all(|a| a.index.iter().all(steps)) || !(window || contraction) {
+    if !reads.iter().all(|a| a.index.iter().all(stride_at_most_2)) || !(window || contraction) {
         return None;
     }
     // A reduction over channels: a reduced variable that every read indexes
