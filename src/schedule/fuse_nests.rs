@@ -229,6 +229,27 @@ fn accesses(s: &Stmt, n: usize) -> (Vec<bool>, Vec<bool>) {
     (stores, loads)
 }
 
+/// Whether every load of `t` in `s` reads the element the store around it
+/// writes (an epilogue's `T[e] = relu(T[e] + bias)`): the producer then
+/// reads nothing of `T` beyond what it writes in the same iteration.
+fn updates_in_place(s: &Stmt, t: BufId) -> bool {
+    match s {
+        Stmt::Loop(l) => l.body.iter().all(|x| updates_in_place(x, t)),
+        Stmt::Store {
+            buf, index, value, ..
+        } => {
+            let mut ok = true;
+            value.for_each_load(&mut |b, at, _| ok &= b != t || (*buf == t && at == &index[..]));
+            ok
+        }
+        Stmt::Assign { value, .. } => {
+            let mut ok = true;
+            value.for_each_load(&mut |b, _, _| ok &= b != t);
+            ok
+        }
+    }
+}
+
 /// The fused nest, the temporary it passes, and the producer's loop
 /// variables fused, if `consumer` can run inside `producer`'s outer loops;
 /// else why not (nothing if the nests are no producer → consumer pair).
@@ -247,7 +268,7 @@ fn fuse_pair(
     if written.next().is_some()
         || func.buffers[t].kind != BufKind::Temp
         || !c_loads[t]
-        || p_loads[t]
+        || (p_loads[t] && !updates_in_place(producer, BufId(t as u32)))
         || (0..n).any(|b| c_stores[b] && (p_stores[b] || p_loads[b]))
     {
         return Err(None);
