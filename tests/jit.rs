@@ -1410,6 +1410,45 @@ fn register_tiles_share_broadcasts_where_the_registers_fit() {
     }
 }
 
+/// `min` / `max` against a constant (a ReLU6's clamp) are one `minps` /
+/// `maxps`, and keep `f32::min` / `f32::max`'s answer where the other side
+/// is NaN (the constant), on vectors and the scalar tail, the constant on
+/// either side.
+#[test]
+fn min_and_max_against_a_constant_take_the_constant_over_nan() {
+    let a = [
+        f32::NAN,
+        -f32::NAN,
+        f32::NEG_INFINITY,
+        f32::INFINITY,
+        -0.5,
+        0.5,
+        6.0,
+        7.5,
+        -2.0,
+        3.0,
+        100.0,
+    ];
+    for (src, f) in [
+        (
+            "O[i] = min(A[i], 6)",
+            (|x: f32| x.min(6.0)) as fn(f32) -> f32,
+        ),
+        ("O[i] = min(6, A[i])", |x: f32| x.min(6.0)),
+        ("O[i] = max(A[i], -1)", |x: f32| x.max(-1.0)),
+        ("O[i] = max(-1, A[i])", |x: f32| x.max(-1.0)),
+    ] {
+        let kernel = Kernel::compile(src, &[("A", &[11])]).unwrap();
+        let inp = inputs(&[("A", arr(&[11], &a))]);
+        let views: Vec<(&str, ndarray::ArrayViewD<f32>)> =
+            inp.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+        let got = kernel.run(&views).unwrap();
+        for (&x, &g) in a.iter().zip(got["O"].iter()) {
+            assert!(g == f(x), "{src} at {x}: {g}, want {}", f(x));
+        }
+    }
+}
+
 #[test]
 fn vector_relu_clears_negatives_and_nans() {
     // Two vectors and a scalar tail: NaN of either sign, ±inf, ±0, a
