@@ -449,6 +449,20 @@ fn short_rows_of_a_window_widen_to_whole_vectors() {
             assert!(dump.contains("O+wide: temp f32[1, 3, 7, 8]"), "{dump}");
         },
     );
+    // Depthwise, per channel: the epilogue updates `O+wide` in place, and
+    // its slice still moves onto the stack beside the copy out.
+    let depthwise_relu6 = "T[b,c,i,j] = I[b,c,i+rx-1,j+ry-1] * W[c,0,rx,ry] where i in 0..14, j in 0..14\nO[b,c,i,j] = min(relu(T[b,c,i,j] + Bias[c]), 6)";
+    check_compiled(
+        depthwise_relu6,
+        &[("I", &[1, 3, 14, 14]), ("W", &[3, 1, 3, 3]), ("Bias", &[3])],
+        |dump| {
+            assert!(dump.contains("O+wide: stack f32[14, 16]"), "{dump}");
+            assert!(
+                dump.contains("then, in place on each finished element: O+wide"),
+                "{dump}"
+            );
+        },
+    );
     let residual = "T[b,k,i,j] = I[b,c,i+rx-1,j+ry-1] * W[k,c,rx,ry] where i in 0..7, j in 0..7\nO[b,k,i,j] = relu(T[b,k,i,j] + R[b,k,i,j])";
     check_compiled(
         residual,
