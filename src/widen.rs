@@ -205,13 +205,7 @@ fn widened_width(program: &Program) -> Option<i64> {
     // of 61² +14% / +2%; 128 of 17² unchanged).
     let channels = st.vars.iter().enumerate().any(|(x, var)| {
         let v = Var(x as u32);
-        var.reduced
-            && reads.iter().all(|a| {
-                a.uses(v)
-                    && a.index
-                        .iter()
-                        .all(|e| e.coeff(v) == 0 || e.as_var() == Some(v))
-            })
+        var.reduced && st.read_alone(v) && reads.iter().all(|a| a.uses(v))
     });
     let row = *shape.last()? as i64;
     let lanes = i64::from(LANES);

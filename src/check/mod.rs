@@ -221,6 +221,17 @@ impl Statement {
         self.vars[v.index()].name.clone()
     }
 
+    /// Whether every index of every read that uses `v` is `v` alone (`c` of
+    /// `I[b,c,i+rx,j+ry]` and `W[k,c,rx,ry]`: a convolution's channels, not
+    /// its taps).
+    pub fn read_alone(&self, v: Var) -> bool {
+        self.rhs.reads().iter().all(|a| {
+            a.index
+                .iter()
+                .all(|e| e.coeff(v) == 0 || e.as_var() == Some(v))
+        })
+    }
+
     /// `target[v0, .., vn] = source[index]`, each `vd` (named `{prefix}{d}`)
     /// over `valid(d)`, the part of `0..shape[d]` where `source` is in
     /// bounds, or the whole of it; the rest of `target` is zero (the fill of

@@ -105,7 +105,7 @@ struct Emitter<'a, 'f> {
     /// instructions for Cranelift to fold.
     known: Vec<Option<i64>>,
     /// A half-open range of the values of each loop variable being emitted,
-    /// where its bounds give one without running (see `value_range`).
+    /// where its bounds give one without running (see `Loop::value_range`).
     ranges: Vec<Option<(i64, i64)>>,
     locals: Vec<Option<Variable>>,
     /// Base pointers, loaded once in the entry block.
@@ -320,25 +320,6 @@ impl Emitter<'_, '_> {
             })
     }
 
-    /// A range containing every value of `l`'s variable: its lower bound is
-    /// the largest of its terms and its upper the smallest, so any constant
-    /// term bounds it (a tail's `min(6, 256 - 6*ko)` is at most 6).
-    fn value_range(l: &Loop) -> Option<(i64, i64)> {
-        let constants = |terms: &[Bound], lower: bool| {
-            terms
-                .iter()
-                .filter_map(|t| {
-                    let c = t.as_constant()?;
-                    Some(match lower {
-                        true => ceil_div(c, t.div),
-                        false => floor_div(c, t.div),
-                    })
-                })
-                .reduce(if lower { i64::max } else { i64::min })
-        };
-        Some((constants(&l.lo, true)?, constants(&l.hi, false)?))
-    }
-
     /// `max` (lower) or `min` (upper) of the bound terms.
     fn bounds(&mut self, terms: &[Bound], lower: bool) -> Value {
         if let Some(c) = Self::constant_bound(terms, lower) {
@@ -420,7 +401,7 @@ impl Emitter<'_, '_> {
         // A loop of one trip (a batch of one) is its body, with its
         // variable a known constant: no blocks, counter or pointers for the
         // register allocator to track through the nest.
-        self.ranges[l.var.index()] = Self::value_range(l);
+        self.ranges[l.var.index()] = l.value_range();
         let known_lo = Self::constant_bound(&l.lo, true);
         if l.kind != crate::ir::LoopKind::Parallel
             && known_lo.is_some()

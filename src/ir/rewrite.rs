@@ -102,23 +102,31 @@ impl Expr {
 }
 
 impl Loop {
-    /// The loop's trip range when its bounds are constants.
     /// Whether the loop provably runs no iteration: its constant bounds
     /// alone leave an empty range (whatever the other bounds say).
     pub fn is_empty(&self) -> bool {
+        matches!(self.value_range(), Some((lo, hi)) if hi <= lo)
+    }
+
+    /// A half-open range containing every value of the loop's variable,
+    /// from its constant bounds alone: its lower bound is the largest of its
+    /// terms and its upper the smallest, so any constant term bounds it (a
+    /// tail's `min(6, 256 - 6*ko)` is at most 6).
+    pub fn value_range(&self) -> Option<(i64, i64)> {
         let lo = self
             .lo
             .iter()
             .filter_map(|b| b.as_constant().map(|c| crate::affine::ceil_div(c, b.div)))
-            .max();
+            .max()?;
         let hi = self
             .hi
             .iter()
             .filter_map(|b| b.as_constant().map(|c| crate::affine::floor_div(c, b.div)))
-            .min();
-        matches!((lo, hi), (Some(lo), Some(hi)) if hi <= lo)
+            .min()?;
+        Some((lo, hi))
     }
 
+    /// The loop's trip range when its bounds are constants.
     pub fn constant_range(&self) -> Option<(i64, i64)> {
         let lo = self
             .lo

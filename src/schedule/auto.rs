@@ -334,14 +334,7 @@ fn candidate(st: &Statement, keep: &[usize], tile: Tile) -> Schedule {
     let loops: Vec<usize> = (0..st.vars.len())
         .filter(|&x| st.vars[x].reduced && extent(x) > 1)
         .collect();
-    let channel = |x: usize| {
-        let var = Var(x as u32);
-        reads.iter().all(|a| {
-            a.index
-                .iter()
-                .all(|e| e.coeff(var) == 0 || e.as_var() == Some(var))
-        })
-    };
+    let channel = |x: usize| st.read_alone(Var(x as u32));
     let short = second.is_none()
         && u.is_some_and(|u| extent(u) >= least_rows(SHORT_TILE_ROWS))
         && loops.len() >= 2

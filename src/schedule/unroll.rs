@@ -24,7 +24,6 @@ fn unroll_stmt(s: Stmt, top: bool) -> Vec<Stmt> {
     let Stmt::Loop(mut l) = s else {
         return vec![s];
     };
-    overlap_peeled_last_tiles(&mut l.body);
     let inlined = matches!(
         l.kind,
         LoopKind::Serial | LoopKind::Unrolled | LoopKind::Accumulating
@@ -90,7 +89,8 @@ fn unroll_stmt(s: Stmt, top: bool) -> Vec<Stmt> {
         LoopKind::UnrolledAccumulating => LoopKind::Accumulating,
         kind => kind,
     };
-    let body = std::mem::take(&mut l.body);
+    let mut body = std::mem::take(&mut l.body);
+    overlap_peeled_last_tiles(&mut body);
     l.body = body
         .into_iter()
         .flat_map(|s| unroll_stmt(s, false))
